@@ -1,0 +1,159 @@
+//! The HTTP API: Docker Engine API paths and JSON on a unix socket. A layer in
+//! front of the router strips `/vX.Y` prefixes (refusing unsupported versions)
+//! and stamps dockerd's headers on every response; handlers are thin and call
+//! into the store and the other subsystems.
+
+mod error;
+mod events;
+pub mod filters;
+mod networks;
+mod system;
+pub mod types;
+pub mod version;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::ids::NodeId;
+use crate::reconcile::ReconcileHandle;
+use crate::store::Store;
+use crate::sysinfo::HostFacts;
+
+/// Everything handlers need, shared by all requests.
+#[derive(Debug)]
+pub struct Ctx {
+    pub store: Store,
+    pub events: EventBus,
+    pub config: Config,
+    pub reconcile: ReconcileHandle,
+    pub node_id: NodeId,
+    pub host: HostFacts,
+    /// Set to true when the daemon shuts down; long-lived streams end on it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Shared handler state.
+pub type AppState = Arc<Ctx>;
+
+/// The `Server` header value, as dockerd's `Docker/VERSION (linux)`.
+pub fn server_header() -> String {
+    format!("netd/{} (linux)", env!("CARGO_PKG_VERSION"))
+}
+
+/// Builds the full API service: version layer around the router.
+pub fn app(
+    state: AppState,
+) -> impl tower::Service<Request, Response = Response, Error = std::convert::Infallible, Future = impl Send>
++ Clone
++ Send
++ 'static {
+    let router = Router::new()
+        .route("/_ping", get(system::ping))
+        .route("/version", get(system::version))
+        .route("/info", get(system::info))
+        .route("/events", get(events::stream))
+        .route("/networks", get(networks::list))
+        .route("/networks/create", post(networks::create))
+        .route("/networks/prune", post(networks::prune))
+        .route("/networks/{id}", get(networks::inspect).delete(networks::remove))
+        .route("/networks/{id}/connect", post(networks::connect))
+        .route("/networks/{id}/disconnect", post(networks::disconnect))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    // A layer around (not inside) the router, so the rewritten path is routed.
+    tower::Layer::layer(&middleware::from_fn(version_layer), router)
+}
+
+async fn version_layer(mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let mut resp = match version::split_path(&path) {
+        Err(e) => e.into_response(),
+        Ok((v, tail)) => {
+            if v.is_some() {
+                let new = match req.uri().query() {
+                    Some(q) => format!("{tail}?{q}"),
+                    None => tail.to_owned(),
+                };
+                match new.parse::<Uri>() {
+                    Ok(uri) => *req.uri_mut() = uri,
+                    Err(_) => return ApiError::BadRequest(format!("invalid request path {path:?}")).into_response(),
+                }
+            }
+            next.run(req).await
+        }
+    };
+    let h = resp.headers_mut();
+    h.insert("Api-Version", HeaderValue::from_static(VERSION_MAX));
+    h.insert("Ostype", HeaderValue::from_static("linux"));
+    if let Ok(v) = HeaderValue::from_str(&server_header()) {
+        h.insert(header::SERVER, v);
+    }
+    resp
+}
+
+/// `version::MAX` as a static header value (a unit test keeps them equal).
+const VERSION_MAX: &str = "1.50";
+
+async fn not_found(uri: Uri) -> ApiError {
+    tracing::debug!(path = %uri.path(), "unknown API path");
+    ApiError::NotFound("page not found".into())
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!("method {} is not allowed on {}", req.method(), req.uri().path()))
+}
+
+/// Decodes a JSON request body; errors are 400 with serde's reason.
+pub(crate) fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        if !ct.is_empty() && !ct.starts_with("application/json") {
+            return Err(ApiError::BadRequest(format!("unsupported Content-Type {ct:?}: expected application/json")));
+        }
+    }
+    if body.is_empty() {
+        return Err(ApiError::BadRequest("invalid JSON: request body is empty".into()));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::BadRequest("invalid JSON: the request body must be a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
+}
+
+/// Parses the query string into `T`; errors are 400.
+pub(crate) fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
+    let q = uri.query().unwrap_or("");
+    axum::extract::Query::<T>::try_from_uri(&format!("/?{q}").parse::<Uri>().unwrap_or_default())
+        .map(|axum::extract::Query(v)| v)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query parameters: {}", e.body_text())))
+}
+
+/// Parses Docker's boolean query values (`1`, `true`, `0`, `false`).
+pub(crate) fn bool_param(name: &str, v: Option<&str>) -> Result<bool, ApiError> {
+    match v {
+        None | Some("") | Some("0") | Some("false") | Some("False") => Ok(false),
+        Some("1") | Some("true") | Some("True") => Ok(true),
+        Some(other) => {
+            Err(ApiError::BadRequest(format!("invalid value for {name}: {other:?} (expected true or false)")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! `/_ping`, `/version`, `/info`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{AppState, version};
+
+pub(super) async fn ping() -> Response {
+    let mut resp = "OK".into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    h.insert("Swarm", HeaderValue::from_static("inactive"));
+    resp
+}
+
+fn engine_details(st: &AppState) -> Value {
+    json!({
+        "ApiVersion": version::MAX.to_string(),
+        "MinAPIVersion": version::MIN.to_string(),
+        "GitCommit": env!("NETD_GIT_COMMIT"),
+        "GoVersion": env!("NETD_RUSTC_VERSION"),
+        "Os": "linux",
+        "Arch": st.host.arch,
+        "KernelVersion": st.host.kernel_version,
+        "BuildTime": "",
+        "Experimental": "false",
+    })
+}
+
+pub(super) async fn version(State(st): State<AppState>) -> Json<Value> {
+    let details = engine_details(&st);
+    let mut v = json!({
+        "Platform": { "Name": format!("netd {}", env!("CARGO_PKG_VERSION")) },
+        "Components": [{ "Name": "Engine", "Version": env!("CARGO_PKG_VERSION"), "Details": details }],
+        "Version": env!("CARGO_PKG_VERSION"),
+    });
+    if let (Some(obj), Value::Object(d)) = (v.as_object_mut(), details) {
+        obj.extend(d);
+    }
+    Json(v)
+}
+
+pub(super) async fn info(State(st): State<AppState>) -> Result<Json<Value>, super::ApiError> {
+    let networks = st.store.networks()?;
+    let c = &st.config;
+    let mut drivers: Vec<&str> =
+        networks.iter().map(|n| n.driver).filter(|d| d.implemented()).map(|d| d.as_str()).collect();
+    drivers.sort_unstable();
+    drivers.dedup();
+    let status = st.reconcile.status();
+    let mut warnings = Vec::new();
+    if let Some(e) = &status.last_error {
+        warnings.push(format!("WARNING: last reconcile pass failed: {e}"));
+    }
+    let nfd = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+    let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    Ok(Json(json!({
+        "ID": st.node_id.to_string(),
+        "Name": st.host.hostname,
+        "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0,
+        "Images": 0,
+        "Driver": "",
+        "DriverStatus": [],
+        "Plugins": { "Volume": [], "Network": drivers, "Authorization": null, "Log": [] },
+        "MemoryLimit": false, "SwapLimit": false, "CpuCfsPeriod": false, "CpuCfsQuota": false,
+        "CPUShares": false, "CPUSet": false, "PidsLimit": false, "IPv4Forwarding": false,
+        "Debug": matches!(c.log_level, crate::config::LogLevel::Debug | crate::config::LogLevel::Trace),
+        "NFd": nfd,
+        "NGoroutines": tasks,
+        "SystemTime": jiff::Timestamp::now().to_string(),
+        "LoggingDriver": "",
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": st.host.cgroup_version,
+        "NEventsListener": st.events.listeners(),
+        "KernelVersion": st.host.kernel_version,
+        "OperatingSystem": st.host.operating_system,
+        "OSVersion": st.host.os_version,
+        "OSType": "linux",
+        "Architecture": st.host.arch,
+        "IndexServerAddress": "",
+        "NCPU": st.host.ncpu,
+        "MemTotal": st.host.mem_total,
+        "DockerRootDir": c.data_root,
+        "Labels": c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        "ExperimentalBuild": false,
+        "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "Runtimes": {},
+        "DefaultRuntime": "",
+        "Swarm": { "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, "Error": "", "RemoteManagers": null },
+        "LiveRestoreEnabled": false,
+        "Isolation": "",
+        "InitBinary": "",
+        "SecurityOptions": [],
+        "Warnings": warnings,
+        "Netd": {
+            "ExecRoot": c.exec_root,
+            "BpfRoot": c.bpf_root,
+            "Sockets": c.sockets,
+            "Reconcile": {
+                "Passes": status.passes,
+                "LastChanges": status.last_changes,
+                "LastError": status.last_error,
+                "IntervalSeconds": c.reconcile_interval.as_secs(),
+            },
+        },
+    })))
+}

@@ -1,0 +1,317 @@
+//! API tests over the real router, store and event bus (no socket, no kernel:
+//! the link layer is a fake with no links).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::*;
+use crate::config::{Config, FileConfig, Flags};
+use crate::events::Event;
+use crate::model::NetworkRecord;
+use crate::reconcile::{Links, LinksError, ObservedLink};
+
+struct NoLinks;
+
+impl Links for NoLinks {
+    async fn list(&self) -> Result<Vec<ObservedLink>, LinksError> {
+        Ok(Vec::new())
+    }
+    async fn delete(&self, _: u32, _: &str) -> Result<(), LinksError> {
+        Ok(())
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    ctx: AppState,
+    _stop: watch::Sender<bool>,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("netd.db")).unwrap();
+    store.ensure_networks(NetworkRecord::predefined_set("2026-01-01T00:00:00Z")).unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let (reconcile, _task) =
+        crate::reconcile::spawn(store.clone(), NoLinks, std::time::Duration::from_secs(30), stop_rx.clone()).await;
+    let config = Config::merge(&Flags::default(), FileConfig::default()).unwrap();
+    let ctx = Arc::new(Ctx {
+        node_id: store.node_id().unwrap(),
+        store,
+        events: EventBus::default(),
+        config,
+        reconcile,
+        host: HostFacts::read(),
+        shutdown: stop_rx,
+    });
+    Harness { _dir: dir, ctx, _stop: stop }
+}
+
+impl Harness {
+    async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&str>,
+    ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(body.map(|b| Body::from(b.to_owned())).unwrap_or_else(Body::empty)).unwrap();
+        let resp = app(self.ctx.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+        (status, headers, bytes)
+    }
+
+    async fn json(&self, method: Method, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
+        let (s, _, b) = self.call(method, uri, body).await;
+        (
+            s,
+            serde_json::from_slice(&b)
+                .unwrap_or_else(|e| panic!("{uri}: not JSON ({e}): {}", String::from_utf8_lossy(&b))),
+        )
+    }
+
+    async fn error(&self, method: Method, uri: &str, body: Option<&str>, want: StatusCode) -> String {
+        let (s, v) = self.json(method, uri, body).await;
+        assert_eq!(s, want, "{uri}: {v}");
+        v["message"].as_str().unwrap_or_else(|| panic!("no message in {v}")).to_owned()
+    }
+}
+
+#[test]
+fn static_header_matches_max_version() {
+    assert_eq!(VERSION_MAX, version::MAX.to_string());
+}
+
+#[tokio::test]
+async fn ping_announces_version_with_and_without_prefix() {
+    let h = harness().await;
+    for uri in ["/_ping", "/v1.41/_ping"] {
+        let (s, headers, body) = h.call(Method::GET, uri, None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(body, b"OK");
+        assert_eq!(headers["api-version"], "1.50");
+        assert_eq!(headers["ostype"], "linux");
+    }
+    let (s, headers, body) = h.call(Method::HEAD, "/_ping", None).await;
+    assert_eq!((s, body.len()), (StatusCode::OK, 0));
+    assert_eq!(headers["api-version"], "1.50");
+}
+
+#[tokio::test]
+async fn version_and_info_have_docker_fields() {
+    let h = harness().await;
+    let (s, v) = h.json(Method::GET, "/v1.50/version", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["ApiVersion"], "1.50");
+    assert_eq!(v["MinAPIVersion"], "1.24");
+    assert_eq!(v["Components"][0]["Name"], "Engine");
+    assert_eq!(v["Os"], "linux");
+    let (s, v) = h.json(Method::GET, "/info", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["ID"], h.ctx.node_id.to_string());
+    assert_eq!(v["OSType"], "linux");
+    assert_eq!(v["Swarm"]["LocalNodeState"], "inactive");
+    assert_eq!(v["Plugins"]["Network"], serde_json::json!(["host", "null"]));
+    assert_eq!(v["Netd"]["Reconcile"]["Passes"], 1);
+}
+
+#[tokio::test]
+async fn default_networks_list_and_inspect() {
+    let h = harness().await;
+    let (s, v) = h.json(Method::GET, "/networks", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let names: Vec<_> = v.as_array().unwrap().iter().map(|n| n["Name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bridge", "host", "none"]);
+    let none = &v[2];
+    assert_eq!(none["Driver"], "null");
+    assert_eq!(none["Scope"], "local");
+    let id = none["Id"].as_str().unwrap().to_owned();
+    for key in [id.as_str(), "none", &id[..12], &id[..5]] {
+        let (s, n) = h.json(Method::GET, &format!("/v1.41/networks/{key}"), None).await;
+        assert_eq!(s, StatusCode::OK, "{key}");
+        assert_eq!(n["Id"], id.as_str());
+        assert!(n["Containers"].as_object().unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn list_filters_select_and_reject() {
+    let h = harness().await;
+    let names = |v: Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|n| n["Name"].as_str().unwrap().to_owned()).collect()
+    };
+    let (_, v) = h.json(Method::GET, "/networks?filters=%7B%22driver%22%3A%7B%22null%22%3Atrue%7D%7D", None).await;
+    assert_eq!(names(v), ["none"]);
+    let (_, v) = h.json(Method::GET, "/networks?filters=%7B%22type%22%3A%5B%22custom%22%5D%7D", None).await;
+    assert!(names(v).is_empty());
+    let (_, v) = h.json(Method::GET, "/networks?filters=%7B%22name%22%3A%5B%22o%22%5D%7D", None).await;
+    assert_eq!(names(v), ["host", "none"]);
+    let m = h
+        .error(Method::GET, "/networks?filters=%7B%22colour%22%3A%5B%22x%22%5D%7D", None, StatusCode::BAD_REQUEST)
+        .await;
+    assert_eq!(m, "invalid filter 'colour'");
+    let m = h.error(Method::GET, "/networks?filters=%7Bbroken", None, StatusCode::BAD_REQUEST).await;
+    assert!(m.starts_with("invalid filters"), "{m}");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let h = harness().await;
+    let before = h.ctx.store.networks().unwrap();
+    let e = |m: &str| m.to_owned();
+    let cases: Vec<(Method, &str, Option<&str>, StatusCode, &str)> = vec![
+        (Method::POST, "/networks/create", Some("{not json"), StatusCode::BAD_REQUEST, "invalid JSON"),
+        (Method::POST, "/networks/create", None, StatusCode::BAD_REQUEST, "request body is empty"),
+        (Method::POST, "/networks/create", Some("[]"), StatusCode::BAD_REQUEST, "invalid JSON"),
+        (Method::POST, "/networks/create", Some(r#"{"Name": 5}"#), StatusCode::BAD_REQUEST, "invalid JSON"),
+        (Method::POST, "/networks/create", Some(r#"{"Name": ""}"#), StatusCode::BAD_REQUEST, "name is required"),
+        (Method::POST, "/networks/create", Some(r#"{"Name": "a b"}"#), StatusCode::BAD_REQUEST, "invalid network name"),
+        (Method::POST, "/networks/create", Some(r#"{"Name": "bridge"}"#), StatusCode::CONFLICT, "already exists"),
+        (
+            Method::POST,
+            "/networks/create",
+            Some(r#"{"Name": "n1", "Driver": "bridge"}"#),
+            StatusCode::NOT_IMPLEMENTED,
+            "not implemented yet",
+        ),
+        (
+            Method::POST,
+            "/networks/create",
+            Some(r#"{"Name": "n1", "Driver": "overlay"}"#),
+            StatusCode::NOT_IMPLEMENTED,
+            "not implemented yet",
+        ),
+        (
+            Method::POST,
+            "/networks/create",
+            Some(r#"{"Name": "n1", "Driver": "host"}"#),
+            StatusCode::FORBIDDEN,
+            "only one instance",
+        ),
+        (
+            Method::POST,
+            "/networks/create",
+            Some(r#"{"Name": "n1", "Driver": "wat"}"#),
+            StatusCode::NOT_FOUND,
+            "plugin \"wat\" not found",
+        ),
+        (
+            Method::POST,
+            "/networks/create",
+            Some(r#"{"Name": "n1", "Scope": "galaxy"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid scope",
+        ),
+        (Method::GET, "/networks/nosuchnet", None, StatusCode::NOT_FOUND, "network nosuchnet not found"),
+        (Method::GET, "/networks/none?verbose=maybe", None, StatusCode::BAD_REQUEST, "invalid value for verbose"),
+        (Method::DELETE, "/networks/nosuchnet", None, StatusCode::NOT_FOUND, "not found"),
+        (Method::DELETE, "/networks/bridge", None, StatusCode::FORBIDDEN, "pre-defined network"),
+        (Method::POST, "/networks/none/connect", Some("{}"), StatusCode::BAD_REQUEST, "container is required"),
+        (
+            Method::POST,
+            "/networks/none/connect",
+            Some(r#"{"Container":"c1"}"#),
+            StatusCode::NOT_FOUND,
+            "no such container",
+        ),
+        (
+            Method::POST,
+            "/networks/nosuch/connect",
+            Some(r#"{"Container":"c1"}"#),
+            StatusCode::NOT_FOUND,
+            "network nosuch not found",
+        ),
+        (Method::GET, "/no/such/path", None, StatusCode::NOT_FOUND, "page not found"),
+        (Method::GET, "/v1.99/networks", None, StatusCode::BAD_REQUEST, "is too new"),
+        (Method::GET, "/v1.10/networks", None, StatusCode::BAD_REQUEST, "is too old"),
+        (Method::GET, "/v1.2.3/networks", None, StatusCode::BAD_REQUEST, "invalid API version"),
+        (Method::PUT, "/networks", None, StatusCode::METHOD_NOT_ALLOWED, "not allowed"),
+        (Method::GET, "/events?since=yesterday", None, StatusCode::BAD_REQUEST, "invalid value for since"),
+        (
+            Method::GET,
+            "/events?filters=%7B%22type%22%3A%5B%22bogus%22%5D%7D",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid filter",
+        ),
+    ];
+    for (method, uri, body, status, want) in cases {
+        let m = h.error(method.clone(), uri, body, status).await;
+        assert!(m.contains(want), "{method} {uri}: {m:?} lacks {:?}", e(want));
+    }
+    let mut req =
+        Request::post("/networks/create").header("content-type", "text/plain").body(Body::from("{}")).unwrap();
+    *req.method_mut() = Method::POST;
+    let resp = app(h.ctx.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(h.ctx.store.networks().unwrap(), before, "store must be unchanged");
+    // Still serving afterwards.
+    let (s, _) = h.json(Method::GET, "/networks", None).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn custom_network_remove_and_prune_emit_events() {
+    let h = harness().await;
+    let mut rec = NetworkRecord::predefined_set("t").remove(0);
+    rec.name = "leftover".into();
+    rec.predefined = false;
+    rec.labels.insert("team".into(), "a".into());
+    h.ctx.store.insert_network(&rec).unwrap();
+    let (s, _, _) = h.call(Method::DELETE, "/networks/leftover", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(h.ctx.store.network(&rec.id).unwrap().is_none());
+    rec.id = crate::ids::NetworkId::random();
+    h.ctx.store.insert_network(&rec).unwrap();
+    let (s, v) = h.json(Method::POST, "/networks/prune?filters=%7B%22label%22%3A%5B%22team%3Db%22%5D%7D", None).await;
+    assert_eq!((s, v["NetworksDeleted"].as_array().unwrap().len()), (StatusCode::OK, 0));
+    let (s, v) = h.json(Method::POST, "/networks/prune?filters=%7B%22label%22%3A%5B%22team%3Da%22%5D%7D", None).await;
+    assert_eq!((s, &v["NetworksDeleted"]), (StatusCode::OK, &serde_json::json!(["leftover"])));
+    assert_eq!(h.ctx.store.networks().unwrap().len(), 3);
+    let (history, _) = h.ctx.events.subscribe();
+    let actions: Vec<_> = history.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["destroy", "destroy"]);
+}
+
+#[tokio::test]
+async fn events_replay_history_and_stop_at_until() {
+    let h = harness().await;
+    h.ctx.events.publish(Event::now("network", "create", "aaa", &[("name", "n1"), ("type", "bridge")]));
+    h.ctx.events.publish(Event::now("network", "destroy", "aaa", &[("name", "n1"), ("type", "bridge")]));
+    let now = jiff::Timestamp::now().as_second() + 1;
+    let (s, _, body) = h.call(Method::GET, &format!("/events?since=0&until={now}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let lines: Vec<Value> =
+        body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["Action"], "destroy");
+    let filtered = format!("/events?since=0&until={now}&filters=%7B%22event%22%3A%5B%22create%22%5D%7D");
+    let (_, _, body) = h.call(Method::GET, &filtered, None).await;
+    assert_eq!(body.iter().filter(|b| **b == b'\n').count(), 1);
+}
+
+#[tokio::test]
+async fn events_stream_live_until_deadline() {
+    let h = harness().await;
+    let until = jiff::Timestamp::now().as_second() + 2;
+    let ctx = h.ctx.clone();
+    let publisher = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        ctx.events.publish(Event::now("network", "create", "live1", &[("name", "x")]));
+    });
+    let (s, _, body) = h.call(Method::GET, &format!("/events?until={until}"), None).await;
+    publisher.await.unwrap();
+    assert_eq!(s, StatusCode::OK);
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("\"live1\""), "{text}");
+}

@@ -1,0 +1,345 @@
+//! Daemon configuration: command-line flags (named as dockerd's) merged over an
+//! optional TOML file (`--config FILE`). Flags win over the file, the file wins
+//! over the defaults. Every error names the flag or key at fault in one line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+/// Default directory for persistent state.
+pub const DEFAULT_DATA_ROOT: &str = "/var/lib/netd";
+/// Default directory for runtime state (pid file, socket).
+pub const DEFAULT_EXEC_ROOT: &str = "/run/netd";
+/// Default API address.
+pub const DEFAULT_HOST: &str = "unix:///run/netd/netd.sock";
+/// Default bpffs directory for pinned eBPF maps.
+pub const DEFAULT_BPF_ROOT: &str = "/sys/fs/bpf/netd";
+
+/// A configuration problem, always naming the flag or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: line {line}: {key}{message}")]
+    Parse { path: PathBuf, line: usize, key: String, message: String },
+    #[error("invalid {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// Log verbosity, as dockerd's `--log-level`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    /// The tracing filter directive for this level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Command-line flags of `netd`.
+#[derive(Debug, Parser, Default)]
+#[command(name = "netd", version, about = "netd: container networking daemon (Docker Engine API on a unix socket)")]
+pub struct Flags {
+    /// Directory for persistent state (the store) [default: /var/lib/netd]
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
+    /// Directory for runtime state (pid file, container state) [default: /run/netd]
+    #[arg(long, value_name = "DIR")]
+    pub exec_root: Option<PathBuf>,
+    /// API socket to listen on, unix:///path (repeatable) [default: unix:///run/netd/netd.sock]
+    #[arg(short = 'H', long = "host", value_name = "ADDR")]
+    pub hosts: Vec<String>,
+    /// bpffs directory where eBPF maps are pinned [default: /sys/fs/bpf/netd]
+    #[arg(long, value_name = "DIR")]
+    pub bpf_root: Option<PathBuf>,
+    /// TOML configuration file (keys as the long flags, e.g. data-root)
+    #[arg(long = "config", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Log verbosity [default: info]
+    #[arg(long, value_enum)]
+    pub log_level: Option<LogLevel>,
+    /// Log format [default: text]
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Node label key=value, reported by /info (repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+}
+
+/// The `--config` TOML file. Every key is optional; a key given as a flag too
+/// is overridden by the flag. Unknown keys are an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// Directory for persistent state (absolute path). Default `/var/lib/netd`.
+    pub data_root: Option<PathBuf>,
+    /// Directory for runtime state (absolute path). Default `/run/netd`.
+    pub exec_root: Option<PathBuf>,
+    /// API sockets, each `unix:///absolute/path`. Default `["unix:///run/netd/netd.sock"]`.
+    pub hosts: Option<Vec<String>>,
+    /// bpffs directory for pinned eBPF maps (absolute path). Default `/sys/fs/bpf/netd`.
+    pub bpf_root: Option<PathBuf>,
+    /// `trace`, `debug`, `info`, `warn` or `error`. Default `info`.
+    pub log_level: Option<LogLevel>,
+    /// `text` or `json`. Default `text`.
+    pub log_format: Option<LogFormat>,
+    /// Node labels, `key=value` strings, reported by `/info`. Default none.
+    pub labels: Option<Vec<String>>,
+    /// Seconds between full reconcile passes (besides start and every change),
+    /// 1..=3600. Default 30.
+    pub reconcile_interval: Option<u64>,
+    /// Seconds that shutdown waits for open API connections to finish, 0..=300.
+    /// Default 10.
+    pub shutdown_timeout: Option<u64>,
+}
+
+/// The resolved configuration the daemon runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_root: PathBuf,
+    pub exec_root: PathBuf,
+    /// Socket paths to serve the API on.
+    pub sockets: Vec<PathBuf>,
+    pub bpf_root: PathBuf,
+    pub log_level: LogLevel,
+    pub log_format: LogFormat,
+    pub labels: BTreeMap<String, String>,
+    pub reconcile_interval: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// Reads `--config` (if any) and merges the flags over it.
+    pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+        let file = match &flags.config_file {
+            Some(path) => parse_file(path, &read_file(path)?)?,
+            None => FileConfig::default(),
+        };
+        Config::merge(flags, file)
+    }
+
+    /// Merges flags over a parsed file and validates the result.
+    pub fn merge(flags: &Flags, file: FileConfig) -> Result<Config, ConfigError> {
+        let data_root = abs_dir(
+            "data-root",
+            flags.data_root.clone().or(file.data_root).unwrap_or_else(|| DEFAULT_DATA_ROOT.into()),
+        )?;
+        let exec_root = abs_dir(
+            "exec-root",
+            flags.exec_root.clone().or(file.exec_root).unwrap_or_else(|| DEFAULT_EXEC_ROOT.into()),
+        )?;
+        let bpf_root =
+            abs_dir("bpf-root", flags.bpf_root.clone().or(file.bpf_root).unwrap_or_else(|| DEFAULT_BPF_ROOT.into()))?;
+        let hosts = if !flags.hosts.is_empty() {
+            flags.hosts.clone()
+        } else {
+            file.hosts.unwrap_or_else(|| vec![DEFAULT_HOST.to_owned()])
+        };
+        if hosts.is_empty() {
+            return invalid("host", "at least one unix:// address is needed".into());
+        }
+        let sockets = hosts.iter().map(|h| parse_host(h)).collect::<Result<Vec<_>, _>>()?;
+        let labels_src = if !flags.labels.is_empty() { flags.labels.clone() } else { file.labels.unwrap_or_default() };
+        let mut labels = BTreeMap::new();
+        for l in &labels_src {
+            let (k, v) = parse_label(l)?;
+            labels.insert(k, v);
+        }
+        let reconcile_interval = file.reconcile_interval.unwrap_or(30);
+        if !(1..=3600).contains(&reconcile_interval) {
+            return invalid(
+                "reconcile-interval",
+                format!("{reconcile_interval} is out of range: expected 1..=3600 seconds"),
+            );
+        }
+        let shutdown_timeout = file.shutdown_timeout.unwrap_or(10);
+        if shutdown_timeout > 300 {
+            return invalid(
+                "shutdown-timeout",
+                format!("{shutdown_timeout} is out of range: expected 0..=300 seconds"),
+            );
+        }
+        Ok(Config {
+            data_root,
+            exec_root,
+            sockets,
+            bpf_root,
+            log_level: flags.log_level.or(file.log_level).unwrap_or(LogLevel::Info),
+            log_format: flags.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            labels,
+            reconcile_interval: Duration::from_secs(reconcile_interval),
+            shutdown_timeout: Duration::from_secs(shutdown_timeout),
+        })
+    }
+}
+
+fn invalid<T>(key: &str, message: String) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid { key: key.to_owned(), message })
+}
+
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })
+}
+
+/// Parses the TOML text of a config file; errors name the line and the key.
+pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let start = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
+        let line = text[..start].matches('\n').count() + 1;
+        let line_text = text.lines().nth(line - 1).unwrap_or("");
+        let key = match line_text.split_once('=') {
+            Some((k, _)) if !k.trim().is_empty() && !k.contains('[') => format!("key `{}`: ", k.trim()),
+            _ => String::new(),
+        };
+        let message = e.message().lines().next().unwrap_or("invalid TOML").trim().to_owned();
+        ConfigError::Parse { path: path.to_owned(), line, key, message }
+    })
+}
+
+fn abs_dir(key: &str, p: PathBuf) -> Result<PathBuf, ConfigError> {
+    if !p.is_absolute() {
+        return invalid(key, format!("{} is not an absolute path", p.display()));
+    }
+    if p.parent().is_none() {
+        return invalid(key, "/ cannot be used as a netd directory".into());
+    }
+    Ok(p)
+}
+
+/// Parses `unix:///abs/path` (or a bare absolute path) into a socket path.
+pub fn parse_host(h: &str) -> Result<PathBuf, ConfigError> {
+    let path = if let Some(rest) = h.strip_prefix("unix://") {
+        rest
+    } else if h.starts_with('/') {
+        h
+    } else if let Some((scheme, _)) = h.split_once("://") {
+        return invalid("host", format!("{h:?}: the {scheme}:// scheme is not supported, only unix:///absolute/path"));
+    } else {
+        return invalid("host", format!("{h:?}: expected unix:///absolute/path"));
+    };
+    if !path.starts_with('/') || path.len() < 2 {
+        return invalid("host", format!("{h:?}: the socket path must be absolute"));
+    }
+    if path.len() > 107 {
+        return invalid("host", format!("{h:?}: socket path longer than 107 bytes"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn parse_label(l: &str) -> Result<(String, String), ConfigError> {
+    match l.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => Ok((k.to_owned(), v.to_owned())),
+        _ => invalid("label", format!("{l:?}: expected key=value")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        parse_file(Path::new("/etc/netd.toml"), text)
+    }
+
+    #[test]
+    fn defaults_match_dockerd_layout() {
+        let c = Config::merge(&Flags::default(), FileConfig::default()).unwrap();
+        assert_eq!(c.data_root, PathBuf::from("/var/lib/netd"));
+        assert_eq!(c.exec_root, PathBuf::from("/run/netd"));
+        assert_eq!(c.sockets, vec![PathBuf::from("/run/netd/netd.sock")]);
+        assert_eq!(c.log_level, LogLevel::Info);
+        assert_eq!(c.reconcile_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = parse("data-root = \"/a\"\nlog-level = \"debug\"\nhosts = [\"unix:///a.sock\"]\n").unwrap();
+        let flags = Flags::try_parse_from(["netd", "--data-root", "/b", "-H", "unix:///b.sock"]).unwrap();
+        let c = Config::merge(&flags, file).unwrap();
+        assert_eq!(c.data_root, PathBuf::from("/b"));
+        assert_eq!(c.sockets, vec![PathBuf::from("/b.sock")]);
+        assert_eq!(c.log_level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_one_line() {
+        let err = parse("data-root = \"/a\"\nlog-levle = \"debug\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("log-levle"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = parse("log-level = \"loud\"\n").unwrap_err().to_string();
+        assert!(err.contains("key `log-level`"), "{err}");
+        assert!(err.contains("loud"), "{err}");
+        let err = parse("reconcile-interval = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.contains("key `reconcile-interval`"), "{err}");
+        let err = Config::merge(&Flags::default(), parse("reconcile-interval = 0\n").unwrap()).unwrap_err().to_string();
+        assert_eq!(err, "invalid reconcile-interval: 0 is out of range: expected 1..=3600 seconds");
+    }
+
+    #[test]
+    fn broken_toml_is_reported_with_line() {
+        let err = parse("data-root = \n").unwrap_err().to_string();
+        assert!(err.starts_with("config file /etc/netd.toml: line 1"), "{err}");
+    }
+
+    #[test]
+    fn hosts_must_be_unix_and_absolute() {
+        assert!(parse_host("unix:///run/x.sock").is_ok());
+        assert!(parse_host("/run/x.sock").is_ok());
+        for bad in ["tcp://0.0.0.0:2375", "unix://relative.sock", "x.sock", "unix://"] {
+            let err = parse_host(bad).unwrap_err().to_string();
+            assert!(err.starts_with("invalid host"), "{err}");
+        }
+    }
+
+    #[test]
+    fn relative_roots_and_bad_labels_are_refused() {
+        let flags = Flags::try_parse_from(["netd", "--data-root", "rel"]).unwrap();
+        let err = Config::merge(&flags, FileConfig::default()).unwrap_err().to_string();
+        assert!(err.contains("data-root") && err.contains("absolute"), "{err}");
+        let flags = Flags::try_parse_from(["netd", "--label", "novalue"]).unwrap();
+        let err = Config::merge(&flags, FileConfig::default()).unwrap_err().to_string();
+        assert!(err.contains("label"), "{err}");
+    }
+
+    #[test]
+    fn bad_flags_are_refused_by_clap() {
+        assert!(Flags::try_parse_from(["netd", "--log-level", "loud"]).is_err());
+        assert!(Flags::try_parse_from(["netd", "--no-such-flag"]).is_err());
+    }
+}

@@ -1,0 +1,150 @@
+//! The daemon's life: prepare the roots, take the data-root lock, open the
+//! store, seed the pre-defined networks, run the first reconcile pass, serve the
+//! API on every socket, and on SIGTERM/SIGINT stop serving, let requests finish
+//! (bounded by `shutdown-timeout`) and remove the socket and pid file.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::sync::watch;
+
+use crate::api::{self, Ctx};
+use crate::config::Config;
+use crate::events::{Event, EventBus};
+use crate::lock::{DataRootLock, LockError};
+use crate::model::NetworkRecord;
+use crate::reconcile::{self, Links, LinksError, NetlinkLinks};
+use crate::socket::{self, SocketError};
+use crate::store::{Store, StoreError};
+use crate::sysinfo::HostFacts;
+
+/// Why the daemon could not start (or stopped with an error).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("API socket: {0}")]
+    Socket(#[from] SocketError),
+    #[error(transparent)]
+    Netlink(#[from] LinksError),
+    #[error("cannot install signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+fn make_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
+    let err = |source| DaemonError::Dir { path: path.to_owned(), source };
+    std::fs::DirBuilder::new().recursive(true).mode(mode).create(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = which, "shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let links = NetlinkLinks::connect()?;
+    run_with(config, links, stop_rx).await
+}
+
+/// Runs the daemon with the given link layer until `stop` turns true.
+pub async fn run_with<L: Links + Send + Sync + 'static>(
+    config: Config,
+    links: L,
+    stop: watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    make_dir(&config.data_root, 0o700)?;
+    make_dir(&config.exec_root, 0o711)?;
+    let _lock = DataRootLock::acquire(&config.data_root)?;
+    let pid_file = config.exec_root.join("netd.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .map_err(|source| DaemonError::Dir { path: pid_file.clone(), source })?;
+
+    let store = Store::open(&config.data_root.join("netd.db"))?;
+    let node_id = store.node_id()?;
+    let events = EventBus::default();
+    let now = jiff::Timestamp::now().to_string();
+    for n in store.ensure_networks(NetworkRecord::predefined_set(&now))? {
+        tracing::info!(network = %n.name, id = %n.id.short(), driver = n.driver.as_str(), "created pre-defined network");
+        events.publish(Event::now(
+            "network",
+            "create",
+            n.id.as_str(),
+            &[("name", &n.name), ("type", n.driver.as_str())],
+        ));
+    }
+
+    let (reconcile, reconcile_task) =
+        reconcile::spawn(store.clone(), links, config.reconcile_interval, stop.clone()).await;
+
+    let mut listeners = Vec::new();
+    for path in &config.sockets {
+        listeners.push((path.clone(), socket::bind(path)?));
+    }
+    let ctx = Arc::new(Ctx {
+        store,
+        events,
+        config: config.clone(),
+        reconcile,
+        node_id: node_id.clone(),
+        host: HostFacts::read(),
+        shutdown: stop.clone(),
+    });
+    let app = Router::new().fallback_service(api::app(ctx));
+    let mut servers = tokio::task::JoinSet::new();
+    for (path, listener) in listeners {
+        let mut stop = stop.clone();
+        let app = app.clone();
+        servers.spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(socket = %path.display(), error = %e, "API server failed");
+            }
+        });
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node_id = %node_id.short(),
+        data_root = %config.data_root.display(),
+        sockets = ?config.sockets,
+        "netd started"
+    );
+
+    let mut stop_wait = stop.clone();
+    let _ = stop_wait.wait_for(|s| *s).await;
+    let drained =
+        tokio::time::timeout(config.shutdown_timeout, async { while servers.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(timeout = ?config.shutdown_timeout, "API connections still open at shutdown timeout; closing them");
+        servers.abort_all();
+    }
+    let _ = reconcile_task.await;
+    for path in &config.sockets {
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = std::fs::remove_file(&pid_file);
+    tracing::info!("netd stopped");
+    Ok(())
+}

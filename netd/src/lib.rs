@@ -1,0 +1,19 @@
+//! netd: the per-node daemon of a container cluster's network. It keeps its
+//! state in a redb store, serves a Docker Engine API on a unix socket, and
+//! reconciles the kernel with the store (see DESIGN.md for the architecture).
+//! The binary (`main.rs`) only parses flags, installs logging and calls
+//! [`daemon::run`].
+
+#![recursion_limit = "256"]
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod events;
+pub mod ids;
+pub mod lock;
+pub mod model;
+pub mod reconcile;
+pub mod socket;
+pub mod store;
+pub mod sysinfo;

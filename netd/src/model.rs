@@ -1,0 +1,162 @@
+//! The daemon's own records, as kept in the store. They are stable on-disk
+//! shapes, separate from the Docker API's JSON (see `api::types`), so the API
+//! can evolve without a store migration and vice versa.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::NetworkId;
+
+/// A network driver netd knows by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    Bridge,
+    Host,
+    /// The `none` network's driver (Docker calls it `null`).
+    Null,
+    Overlay,
+}
+
+impl Driver {
+    /// The driver's name in the Docker API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Bridge => "bridge",
+            Driver::Host => "host",
+            Driver::Null => "null",
+            Driver::Overlay => "overlay",
+        }
+    }
+
+    /// Looks a driver up by its API name.
+    pub fn from_name(s: &str) -> Option<Driver> {
+        match s {
+            "bridge" => Some(Driver::Bridge),
+            "host" => Some(Driver::Host),
+            "null" => Some(Driver::Null),
+            "overlay" => Some(Driver::Overlay),
+            _ => None,
+        }
+    }
+
+    /// Whether this netd can create networks with the driver yet.
+    pub fn implemented(self) -> bool {
+        matches!(self, Driver::Host | Driver::Null)
+    }
+}
+
+/// Where a network is known: this node only, or the whole cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Local,
+    Swarm,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Local => "local",
+            Scope::Swarm => "swarm",
+        }
+    }
+}
+
+/// One address pool of a network.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamPool {
+    pub subnet: String,
+    #[serde(default)]
+    pub ip_range: Option<String>,
+    #[serde(default)]
+    pub gateway: Option<String>,
+}
+
+/// A network as netd stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub id: NetworkId,
+    pub name: String,
+    pub driver: Driver,
+    pub scope: Scope,
+    /// Creation time, RFC 3339 with nanoseconds.
+    pub created: String,
+    /// Pre-defined networks (bridge, host, none) cannot be removed.
+    pub predefined: bool,
+    pub internal: bool,
+    pub attachable: bool,
+    pub ingress: bool,
+    pub enable_ipv6: bool,
+    pub ipam_driver: String,
+    pub ipam: Vec<IpamPool>,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl NetworkRecord {
+    /// The three networks every node has from its first start, as Docker has.
+    pub fn predefined_set(now: &str) -> Vec<NetworkRecord> {
+        let mk = |name: &str, driver: Driver, options: &[(&str, &str)]| NetworkRecord {
+            id: NetworkId::random(),
+            name: name.to_owned(),
+            driver,
+            scope: Scope::Local,
+            created: now.to_owned(),
+            predefined: true,
+            internal: false,
+            attachable: false,
+            ingress: false,
+            enable_ipv6: false,
+            ipam_driver: "default".to_owned(),
+            ipam: Vec::new(),
+            options: options.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            labels: BTreeMap::new(),
+        };
+        vec![
+            mk(
+                "bridge",
+                Driver::Bridge,
+                &[
+                    ("com.docker.network.bridge.default_bridge", "true"),
+                    ("com.docker.network.bridge.enable_icc", "true"),
+                    ("com.docker.network.bridge.enable_ip_masquerade", "true"),
+                    ("com.docker.network.bridge.name", "docker0"),
+                    ("com.docker.network.driver.mtu", "1500"),
+                ],
+            ),
+            mk("host", Driver::Host, &[]),
+            mk("none", Driver::Null, &[]),
+        ]
+    }
+}
+
+/// Names Docker accepts for networks (and later containers).
+pub fn valid_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name.len() <= 255
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predefined_networks_are_bridge_host_none() {
+        let set = NetworkRecord::predefined_set("2026-01-01T00:00:00Z");
+        let names: Vec<_> = set.iter().map(|n| (n.name.as_str(), n.driver.as_str())).collect();
+        assert_eq!(names, [("bridge", "bridge"), ("host", "host"), ("none", "null")]);
+        assert!(set.iter().all(|n| n.predefined));
+    }
+
+    #[test]
+    fn names_follow_docker_rules() {
+        assert!(valid_name("my-net_1.a"));
+        for bad in ["", "-x", ".x", "a b", "a/b", "ä"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}
