@@ -41,6 +41,8 @@ pub(super) async fn version(State(st): State<AppState>) -> Json<Value> {
     });
     if let (Some(obj), Value::Object(d)) = (v.as_object_mut(), details) {
         obj.extend(d);
+        // A string inside Details (a string map), a bool at the top level.
+        obj.insert("Experimental".into(), Value::Bool(false));
     }
     Json(v)
 }

@@ -116,6 +116,7 @@ async fn version_and_info_have_docker_fields() {
     assert_eq!(v["MinAPIVersion"], "1.24");
     assert_eq!(v["Components"][0]["Name"], "Engine");
     assert_eq!(v["Os"], "linux");
+    assert_eq!(v["Experimental"], false, "the docker client wants a bool here");
     let (s, v) = h.json(Method::GET, "/info", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["ID"], h.ctx.node_id.to_string());

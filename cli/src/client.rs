@@ -1,0 +1,123 @@
+//! A minimal HTTP/1.1 client of the netd API over its unix socket. Errors are
+//! worded for a person: which daemon could not be reached, or what it refused.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+/// The default API address, as netd's default `-H`.
+pub const DEFAULT_HOST: &str = "unix:///run/netd/netd.sock";
+
+/// A failed API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid host {0:?}: expected unix:///absolute/path")]
+    BadHost(String),
+    #[error("cannot connect to netd at {host}: {source}. Is netd running? (-H or NETD_HOST selects another daemon)")]
+    Connect {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Error response from daemon: {message}")]
+    Api { status: StatusCode, message: String },
+    #[error("talking to netd at {host}: {message}")]
+    Protocol { host: String, message: String },
+}
+
+/// A client of one daemon.
+#[derive(Clone, Debug)]
+pub struct Client {
+    host: String,
+    socket: PathBuf,
+}
+
+impl Client {
+    /// A client for `unix:///path` (or a bare absolute path).
+    pub fn new(host: &str) -> Result<Client, ClientError> {
+        let path = host.strip_prefix("unix://").unwrap_or(host);
+        if !path.starts_with('/') {
+            return Err(ClientError::BadHost(host.to_owned()));
+        }
+        Ok(Client { host: host.to_owned(), socket: PathBuf::from(path) })
+    }
+
+    fn protocol(&self, message: impl ToString) -> ClientError {
+        ClientError::Protocol { host: self.host.clone(), message: message.to_string() }
+    }
+
+    /// Sends one request; returns the status and body of any response.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect { host: self.host.clone(), source })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| self.protocol(e))?;
+        tokio::spawn(conn);
+        let mut req = Request::builder().method(method).uri(path).header("host", "netd");
+        let payload = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(v).map_err(|e| self.protocol(e))?)
+            }
+            None => Bytes::new(),
+        };
+        let req = req.body(Full::new(payload)).map_err(|e| self.protocol(e))?;
+        let resp = sender.send_request(req).await.map_err(|e| self.protocol(e))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(|e| self.protocol(e))?.to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// Sends a request and decodes a JSON answer; API errors become
+    /// [`ClientError::Api`] with the daemon's message.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        let (status, bytes) = self.raw(method, path, body).await?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()));
+            return Err(ClientError::Api { status, message });
+        }
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| self.protocol(format!("invalid JSON in answer: {e}")))
+    }
+
+    /// `GET path` as JSON.
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(Method::GET, path, None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_parse() {
+        assert!(Client::new("unix:///run/netd/netd.sock").is_ok());
+        assert!(Client::new("/tmp/x.sock").is_ok());
+        assert!(matches!(Client::new("tcp://1.2.3.4:2375"), Err(ClientError::BadHost(_))));
+    }
+
+    #[tokio::test]
+    async fn missing_daemon_is_one_clear_line() {
+        let c = Client::new("unix:///nonexistent/netd.sock").unwrap();
+        let e = c.get("/_ping").await.unwrap_err().to_string();
+        assert!(e.starts_with("cannot connect to netd at unix:///nonexistent/netd.sock"), "{e}");
+        assert!(e.contains("Is netd running?"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+}

@@ -1,0 +1,295 @@
+//! `netctl`: the command-line client of netd. Thin: every command is one or a
+//! few API calls, rendered as docker renders them (tables), or as the raw JSON
+//! with `--format json`. Failures print one line and exit 1.
+
+mod client;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hyper::Method;
+use serde_json::{Value, json};
+
+use client::{Client, ClientError, DEFAULT_HOST};
+
+#[derive(Parser, Debug)]
+#[command(name = "netctl", version, about = "Command-line client of netd")]
+struct Cli {
+    /// Daemon socket to talk to
+    #[arg(short = 'H', long = "host", env = "NETD_HOST", default_value = DEFAULT_HOST, global = true)]
+    host: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+    format: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show system-wide information
+    Info,
+    /// Show the netctl and netd versions
+    Version,
+    /// Manage networks
+    #[command(subcommand)]
+    Network(NetworkCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum NetworkCmd {
+    /// List networks
+    #[command(alias = "list")]
+    Ls {
+        /// Filter output, KEY=VALUE (driver, id, label, name, scope, type, dangling)
+        #[arg(short, long = "filter")]
+        filter: Vec<String>,
+        /// Only show network ids
+        #[arg(short, long)]
+        quiet: bool,
+        /// Do not truncate ids
+        #[arg(long)]
+        no_trunc: bool,
+    },
+    /// Display detailed information on one or more networks
+    Inspect {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Create a network
+    Create {
+        name: String,
+        /// Driver to manage the network
+        #[arg(short, long, default_value = "bridge")]
+        driver: String,
+        /// Restrict external access to the network
+        #[arg(long)]
+        internal: bool,
+        /// Enable manual container attachment
+        #[arg(long)]
+        attachable: bool,
+        /// Network label KEY=VALUE
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// Remove one or more networks
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+}
+
+fn path_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn filters_query(pairs: &[String]) -> anyhow::Result<String> {
+    if pairs.is_empty() {
+        return Ok(String::new());
+    }
+    let mut m = serde_json::Map::new();
+    for p in pairs {
+        let (k, v) = p.split_once('=').ok_or_else(|| anyhow::anyhow!("invalid filter {p:?}: expected KEY=VALUE"))?;
+        if let Some(a) = m.entry(k.to_owned()).or_insert_with(|| json!([])).as_array_mut() {
+            a.push(json!(v));
+        }
+    }
+    Ok(format!("?filters={}", path_escape(&Value::Object(m).to_string())))
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("")
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let c = Client::new(&cli.host)?;
+    let json_out = cli.format == Format::Json;
+    match cli.command {
+        Command::Version => {
+            let v = c.get("/version").await;
+            if json_out {
+                print_json(&json!({ "Client": { "Version": env!("CARGO_PKG_VERSION") }, "Server": v? }));
+                return Ok(());
+            }
+            println!("Client:\n Version:       {}", env!("CARGO_PKG_VERSION"));
+            let v = v?;
+            println!("\nServer: {}", s(&v["Platform"], "Name"));
+            println!(" Version:       {}", s(&v, "Version"));
+            println!(" API version:   {} (minimum version {})", s(&v, "ApiVersion"), s(&v, "MinAPIVersion"));
+            println!(" Built with:    {}", s(&v, "GoVersion"));
+            println!(" Git commit:    {}", s(&v, "GitCommit"));
+            println!(" OS/Arch:       {}/{}", s(&v, "Os"), s(&v, "Arch"));
+            println!(" Kernel:        {}", s(&v, "KernelVersion"));
+        }
+        Command::Info => {
+            let v = c.get("/info").await?;
+            if json_out {
+                print_json(&v);
+                return Ok(());
+            }
+            let r = &v["Netd"]["Reconcile"];
+            println!("Server Version:  {}", s(&v, "ServerVersion"));
+            println!("Name:            {}", s(&v, "Name"));
+            println!("ID:              {}", s(&v, "ID"));
+            println!("Data Root:       {}", s(&v, "DockerRootDir"));
+            println!("Exec Root:       {}", s(&v["Netd"], "ExecRoot"));
+            println!("BPF Root:        {}", s(&v["Netd"], "BpfRoot"));
+            println!(
+                "Network drivers: {}",
+                v["Plugins"]["Network"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default()
+            );
+            println!("Swarm:           {}", s(&v["Swarm"], "LocalNodeState"));
+            println!(
+                "Reconcile:       {} passes, last changed {} objects, every {}s{}",
+                r["Passes"],
+                r["LastChanges"],
+                r["IntervalSeconds"],
+                r["LastError"].as_str().map(|e| format!(", last error: {e}")).unwrap_or_default()
+            );
+            println!("Kernel Version:  {}", s(&v, "KernelVersion"));
+            println!("Operating System: {}", s(&v, "OperatingSystem"));
+            println!("CPUs:            {}", v["NCPU"]);
+            println!("Total Memory:    {:.2} GiB", v["MemTotal"].as_f64().unwrap_or(0.0) / (1u64 << 30) as f64);
+            if let Some(labels) = v["Labels"].as_array().filter(|a| !a.is_empty()) {
+                println!("Labels:");
+                for l in labels {
+                    println!("  {}", l.as_str().unwrap_or(""));
+                }
+            }
+            for w in v["Warnings"].as_array().into_iter().flatten() {
+                eprintln!("{}", w.as_str().unwrap_or(""));
+            }
+        }
+        Command::Network(cmd) => network(&c, cmd, json_out).await?,
+    }
+    Ok(())
+}
+
+async fn network(c: &Client, cmd: NetworkCmd, json_out: bool) -> anyhow::Result<()> {
+    match cmd {
+        NetworkCmd::Ls { filter, quiet, no_trunc } => {
+            let v = c.get(&format!("/networks{}", filters_query(&filter)?)).await?;
+            if json_out {
+                print_json(&v);
+                return Ok(());
+            }
+            let nets = v.as_array().cloned().unwrap_or_default();
+            let id = |n: &Value| {
+                let id = s(n, "Id").to_owned();
+                if no_trunc { id } else { id.chars().take(12).collect() }
+            };
+            if quiet {
+                for n in &nets {
+                    println!("{}", id(n));
+                }
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = nets
+                .iter()
+                .map(|n| vec![id(n), s(n, "Name").into(), s(n, "Driver").into(), s(n, "Scope").into()])
+                .collect();
+            print!("{}", table::render(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows));
+        }
+        NetworkCmd::Inspect { networks } => {
+            let mut found = Vec::new();
+            let mut failed = Vec::new();
+            for n in &networks {
+                match c.get(&format!("/networks/{}", path_escape(n))).await {
+                    Ok(v) => found.push(v),
+                    Err(ClientError::Api { message, .. }) => failed.push(message),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            print_json(&Value::Array(found));
+            if !failed.is_empty() {
+                anyhow::bail!("{}", failed.join("; "));
+            }
+        }
+        NetworkCmd::Create { name, driver, internal, attachable, labels } => {
+            let mut l = serde_json::Map::new();
+            for kv in &labels {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                l.insert(k.to_owned(), json!(v));
+            }
+            let body =
+                json!({ "Name": name, "Driver": driver, "Internal": internal, "Attachable": attachable, "Labels": l });
+            let v = c.call(Method::POST, "/networks/create", Some(&body)).await?;
+            println!("{}", s(&v, "Id"));
+        }
+        NetworkCmd::Rm { networks } => {
+            let mut failed = Vec::new();
+            for n in &networks {
+                match c.call(Method::DELETE, &format!("/networks/{}", path_escape(n)), None).await {
+                    Ok(_) => println!("{n}"),
+                    Err(ClientError::Api { message, .. }) => failed.push(message),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !failed.is_empty() {
+                anyhow::bail!("{}", failed.join("; "));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("netctl: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_become_docker_json() {
+        let q = filters_query(&["driver=null".into(), "name=a".into(), "name=b".into()]).unwrap();
+        assert_eq!(q, "?filters=%7B%22driver%22%3A%5B%22null%22%5D%2C%22name%22%3A%5B%22a%22%2C%22b%22%5D%7D");
+        assert!(filters_query(&["novalue".into()]).is_err());
+    }
+
+    #[test]
+    fn cli_parses_docker_habits() {
+        let c =
+            Cli::try_parse_from(["netctl", "-H", "unix:///x.sock", "network", "ls", "-q", "--filter", "driver=host"])
+                .unwrap();
+        assert_eq!(c.host, "unix:///x.sock");
+        assert!(matches!(c.command, Command::Network(NetworkCmd::Ls { quiet: true, .. })));
+        assert!(Cli::try_parse_from(["netctl", "network", "inspect"]).is_err());
+        assert!(Cli::try_parse_from(["netctl", "--format", "yaml", "info"]).is_err());
+    }
+}
