@@ -1,0 +1,86 @@
+//! `netd-demo`: starts a lab of N nodes (3 by default), one netd in each,
+//! prints what a newcomer should look at, then waits for Ctrl-C (or SIGTERM,
+//! or `--duration` seconds) and tears everything down.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use integration::{Lab, bins};
+
+#[derive(Parser, Debug)]
+#[command(about = "Run a netd demo cluster in network namespaces on this machine")]
+struct Args {
+    /// Number of nodes
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=20))]
+    nodes: u8,
+    /// Seconds to keep the lab up before tearing it down (0: print and exit)
+    #[arg(long, default_value_t = 600)]
+    duration: u64,
+    /// Only remove leftovers of killed lab runs, then exit
+    #[arg(long)]
+    sweep: bool,
+}
+
+fn show(title: &str, out: std::process::Output) {
+    println!("$ {title}");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    println!();
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("the demo builds network namespaces and needs root (run it as root)");
+    }
+    if args.sweep {
+        println!("swept {} leftover lab objects", integration::sweep::sweep());
+        return Ok(());
+    }
+    println!("Building a lab of {} nodes (namespaces ndlab*, underlay 198.18.0.0/24)...\n", args.nodes);
+    let lab = Lab::new(args.nodes as usize)?;
+    lab.start_all()?;
+    let netctl = bins::netctl();
+    for n in lab.nodes() {
+        println!("==================== {} ({}, netns {}) ====================", n.name, n.addr, n.netns.name);
+        show(&format!("netctl -H {} info", n.host()), n.netctl(&["info"]));
+        show("netctl network ls", n.netctl(&["network", "ls"]));
+    }
+    if let Some(out) = lab.node(0).docker(&["network", "inspect", "none"]) {
+        show(&format!("docker -H {} network inspect none", lab.node(0).host()), out);
+    }
+    println!("Try it yourself while the lab is up:");
+    for n in lab.nodes() {
+        println!("  {} network ls -H {}", netctl.display(), n.host());
+    }
+    println!("  docker -H {} info", lab.node(0).host());
+    println!("  ip netns exec {} ip -br addr", lab.node(0).netns.name);
+    println!("  tail -f {}", lab.node(0).log_path().display());
+    if args.duration > 0 {
+        println!("\nThe lab stays up for {} s; Ctrl-C tears it down now.", args.duration);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+                _ = tokio::time::sleep(Duration::from_secs(args.duration)) => {}
+            }
+            anyhow::Ok(())
+        })?;
+    }
+    println!("\nTearing down...");
+    drop(lab);
+    println!("lab removed");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netd-demo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
