@@ -145,31 +145,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 return Ok(());
             }
             let r = &v["Netd"]["Reconcile"];
-            println!("Server Version:  {}", s(&v, "ServerVersion"));
-            println!("Name:            {}", s(&v, "Name"));
-            println!("ID:              {}", s(&v, "ID"));
-            println!("Data Root:       {}", s(&v, "DockerRootDir"));
-            println!("Exec Root:       {}", s(&v["Netd"], "ExecRoot"));
-            println!("BPF Root:        {}", s(&v["Netd"], "BpfRoot"));
-            println!(
-                "Network drivers: {}",
-                v["Plugins"]["Network"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
-                    .unwrap_or_default()
-            );
-            println!("Swarm:           {}", s(&v["Swarm"], "LocalNodeState"));
-            println!(
-                "Reconcile:       {} passes, last changed {} objects, every {}s{}",
+            let drivers = v["Plugins"]["Network"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default();
+            let reconcile = format!(
+                "{} passes, last one changed {} objects, every {}s{}",
                 r["Passes"],
                 r["LastChanges"],
                 r["IntervalSeconds"],
                 r["LastError"].as_str().map(|e| format!(", last error: {e}")).unwrap_or_default()
             );
-            println!("Kernel Version:  {}", s(&v, "KernelVersion"));
-            println!("Operating System: {}", s(&v, "OperatingSystem"));
-            println!("CPUs:            {}", v["NCPU"]);
-            println!("Total Memory:    {:.2} GiB", v["MemTotal"].as_f64().unwrap_or(0.0) / (1u64 << 30) as f64);
+            let rows: Vec<(&str, String)> = vec![
+                ("Server Version", s(&v, "ServerVersion").into()),
+                ("Name", s(&v, "Name").into()),
+                ("ID", s(&v, "ID").into()),
+                ("Data Root", s(&v, "DockerRootDir").into()),
+                ("Exec Root", s(&v["Netd"], "ExecRoot").into()),
+                ("BPF Root", s(&v["Netd"], "BpfRoot").into()),
+                ("Network Drivers", drivers),
+                ("Swarm", s(&v["Swarm"], "LocalNodeState").into()),
+                ("Reconcile", reconcile),
+                ("Kernel Version", s(&v, "KernelVersion").into()),
+                ("Operating System", s(&v, "OperatingSystem").into()),
+                ("CPUs", v["NCPU"].to_string()),
+                ("Total Memory", format!("{:.2} GiB", v["MemTotal"].as_f64().unwrap_or(0.0) / (1u64 << 30) as f64)),
+            ];
+            for (k, val) in rows {
+                println!("{:<18}{val}", format!("{k}:"));
+            }
             if let Some(labels) = v["Labels"].as_array().filter(|a| !a.is_empty()) {
                 println!("Labels:");
                 for l in labels {

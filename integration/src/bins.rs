@@ -36,8 +36,11 @@ pub fn netctl() -> PathBuf {
     workspace_bin("netctl")
 }
 
-/// The docker client, if the machine has one.
+/// The docker client, if the machine has one (`NETD_DOCKER` overrides).
 pub fn docker() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NETD_DOCKER") {
+        return Some(PathBuf::from(p));
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(std::iter::once(PathBuf::from(TOOLS_DIR)))

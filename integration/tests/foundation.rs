@@ -59,7 +59,9 @@ fn docker_client_acceptance() {
 
     let missing = n.docker(&["network", "inspect", "nosuchnet"]).unwrap();
     assert!(!missing.status.success());
-    assert!(text(&missing).contains("network nosuchnet not found"), "{}", text(&missing));
+    // docker 28 prints the daemon's message; docker 20.10 words a 404 itself.
+    let t = text(&missing);
+    assert!(t.contains("network nosuchnet not found") || t.contains("No such network: nosuchnet"), "{t}");
 
     let create = n.docker(&["network", "create", "web"]).unwrap();
     assert!(!create.status.success());
@@ -97,8 +99,8 @@ fn netctl_tour_and_missing_daemon() {
     let inspect: Value = serde_json::from_str(&ok(n.netctl(&["network", "inspect", &quiet.trim()[..6]]))).unwrap();
     assert_eq!(inspect[0]["Name"], "none");
     let info = ok(n.netctl(&["info"]));
-    assert!(info.contains("Name:            node1"), "{info}");
-    assert!(info.contains("Reconcile:       1 passes") || info.contains("passes"), "{info}");
+    assert!(info.contains("Name:             node1"), "{info}");
+    assert!(info.contains("Reconcile:        1 passes"), "{info}");
     let version = ok(n.netctl(&["version"]));
     assert!(version.contains("API version:   1.50 (minimum version 1.24)"), "{version}");
 

@@ -17,3 +17,6 @@ pub mod reconcile;
 pub mod socket;
 pub mod store;
 pub mod sysinfo;
+
+#[cfg(test)]
+mod fuzz_tests;

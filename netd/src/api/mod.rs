@@ -155,5 +155,14 @@ pub(crate) fn bool_param(name: &str, v: Option<&str>) -> Result<bool, ApiError> 
     }
 }
 
+/// Exposes the `/events` timestamp parser to the crate's fuzz tests.
+#[cfg(test)]
+pub(crate) fn parse_timestamp_for_tests(s: &str) -> Result<i64, ApiError> {
+    events::parse_timestamp("since", s)
+}
+
+#[cfg(test)]
+pub(crate) use tests::test_ctx;
+
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,12 @@ struct Harness {
     _stop: watch::Sender<bool>,
 }
 
+/// A context over a fresh temp store, for tests elsewhere in the crate.
+pub(crate) async fn test_ctx() -> (tempfile::TempDir, AppState, watch::Sender<bool>) {
+    let h = harness().await;
+    (h._dir, h.ctx, h._stop)
+}
+
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("netd.db")).unwrap();
