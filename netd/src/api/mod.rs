@@ -117,6 +117,28 @@ async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::MethodNotAllowed(format!("method {} is not allowed on {}", req.method(), req.uri().path()))
 }
 
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// A request body, read whole (at most [`MAX_BODY`]); failures are API errors
+/// (413 for too large) instead of axum's plain-text rejections.
+pub(crate) struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
+        match http_body_util::BodyExt::collect(limited).await {
+            Ok(c) => Ok(RawBody(c.to_bytes())),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                Err(ApiError::TooLarge(format!("request body larger than {MAX_BODY} bytes")))
+            }
+            Err(e) => Err(ApiError::BadRequest(format!("cannot read request body: {e}"))),
+        }
+    }
+}
+
 /// Decodes a JSON request body; errors are 400 with serde's reason.
 pub(crate) fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::filters::{Filters, label_matches};
 use super::types::{Network, NetworkConnect, NetworkCreate};
-use super::{ApiError, AppState, bool_param, json_body, query};
+use super::{ApiError, AppState, RawBody, bool_param, json_body, query};
 use crate::events::Event;
 use crate::model::{Driver, NetworkRecord, valid_name};
 
@@ -94,7 +94,11 @@ pub(super) async fn inspect(
     Ok(Json(Network::from(&n)))
 }
 
-pub(super) async fn create(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub(super) async fn create(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let req: NetworkCreate = json_body(&headers, &body)?;
     let name = req.name.unwrap_or_default();
     if name.is_empty() {
@@ -178,7 +182,7 @@ pub(super) async fn connect(
     State(st): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     attach_common(&st, &id, &headers, &body, "connect").await
 }
@@ -187,7 +191,7 @@ pub(super) async fn disconnect(
     State(st): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     attach_common(&st, &id, &headers, &body, "disconnect").await
 }
