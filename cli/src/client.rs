@@ -57,6 +57,20 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let payload = match body {
+            Some(v) => Some(("application/json", Bytes::from(serde_json::to_vec(v).map_err(|e| self.protocol(e))?))),
+            None => None,
+        };
+        self.send(method, path, payload).await
+    }
+
+    /// Sends one request with an optional (content type, body).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        payload: Option<(&str, Bytes)>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|source| ClientError::Connect { host: self.host.clone(), source })?;
@@ -64,10 +78,10 @@ impl Client {
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| self.protocol(e))?;
         tokio::spawn(conn);
         let mut req = Request::builder().method(method).uri(path).header("host", "netd");
-        let payload = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Bytes::from(serde_json::to_vec(v).map_err(|e| self.protocol(e))?)
+        let payload = match payload {
+            Some((ct, bytes)) => {
+                req = req.header("content-type", ct);
+                bytes
             }
             None => Bytes::new(),
         };
@@ -82,6 +96,11 @@ impl Client {
     /// [`ClientError::Api`] with the daemon's message.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
         let (status, bytes) = self.raw(method, path, body).await?;
+        self.decode(status, bytes)
+    }
+
+    /// Decodes an answer: JSON on success, [`ClientError::Api`] otherwise.
+    pub fn decode(&self, status: StatusCode, bytes: Bytes) -> Result<Value, ClientError> {
         if !status.is_success() {
             let message = serde_json::from_slice::<Value>(&bytes)
                 .ok()

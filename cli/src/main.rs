@@ -41,6 +41,45 @@ enum Command {
     /// Manage networks
     #[command(subcommand)]
     Network(NetworkCmd),
+    /// Manage images
+    #[command(subcommand)]
+    Image(ImageCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    /// List images
+    #[command(alias = "list")]
+    Ls {
+        /// Only show image ids
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Display detailed information on one or more images
+    Inspect {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove one or more images
+    #[command(alias = "remove")]
+    Rm {
+        /// Remove an image even if it has several tags
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Import a rootfs (a directory, or a tar / tar.gz file) as image NAME[:TAG]
+    Import {
+        name: String,
+        source: std::path::PathBuf,
+        /// Dockerfile instruction for the image config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, WORKDIR)
+        #[arg(short, long = "change")]
+        changes: Vec<String>,
+        /// Commit message
+        #[arg(short, long)]
+        message: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -185,6 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Network(cmd) => network(&c, cmd, json_out).await?,
+        Command::Image(cmd) => image(&c, cmd, json_out).await?,
     }
     Ok(())
 }
@@ -252,6 +292,120 @@ async fn network(c: &Client, cmd: NetworkCmd, json_out: bool) -> anyhow::Result<
             if !failed.is_empty() {
                 anyhow::bail!("{}", failed.join("; "));
             }
+        }
+    }
+    Ok(())
+}
+
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < units.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes}B") } else { format!("{v:.3}{}", units[u]).replace(".000", "") }
+}
+
+/// A rootfs as tar bytes: a directory is archived (symlinks kept as links), a
+/// file is sent as is (plain or gzip tar).
+fn rootfs_tar(source: &std::path::Path) -> anyhow::Result<bytes::Bytes> {
+    let meta = std::fs::metadata(source).map_err(|e| anyhow::anyhow!("{}: {e}", source.display()))?;
+    if meta.is_dir() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.follow_symlinks(false);
+        b.append_dir_all(".", source).map_err(|e| anyhow::anyhow!("archiving {}: {e}", source.display()))?;
+        Ok(bytes::Bytes::from(b.into_inner()?))
+    } else {
+        Ok(bytes::Bytes::from(std::fs::read(source).map_err(|e| anyhow::anyhow!("{}: {e}", source.display()))?))
+    }
+}
+
+async fn image(c: &Client, cmd: ImageCmd, json_out: bool) -> anyhow::Result<()> {
+    match cmd {
+        ImageCmd::Ls { quiet } => {
+            let v = c.get("/images/json").await?;
+            if json_out {
+                print_json(&v);
+                return Ok(());
+            }
+            let imgs = v.as_array().cloned().unwrap_or_default();
+            let short = |i: &Value| s(i, "Id").trim_start_matches("sha256:").chars().take(12).collect::<String>();
+            if quiet {
+                for i in &imgs {
+                    println!("{}", short(i));
+                }
+                return Ok(());
+            }
+            let mut rows = Vec::new();
+            for i in &imgs {
+                let tags: Vec<String> = i["RepoTags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect();
+                let tags = if tags.is_empty() { vec!["<none>:<none>".to_owned()] } else { tags };
+                for t in tags {
+                    let (repo, tag) = t.rsplit_once(':').unwrap_or((&t, ""));
+                    rows.push(vec![
+                        repo.to_owned(),
+                        tag.to_owned(),
+                        short(i),
+                        human_size(i["Size"].as_u64().unwrap_or(0)),
+                    ]);
+                }
+            }
+            print!("{}", table::render(&["REPOSITORY", "TAG", "IMAGE ID", "SIZE"], &rows));
+        }
+        ImageCmd::Inspect { images } => {
+            let mut found = Vec::new();
+            let mut failed = Vec::new();
+            for i in &images {
+                match c.get(&format!("/images/{i}/json")).await {
+                    Ok(v) => found.push(v),
+                    Err(ClientError::Api { message, .. }) => failed.push(message),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            print_json(&Value::Array(found));
+            if !failed.is_empty() {
+                anyhow::bail!("{}", failed.join("; "));
+            }
+        }
+        ImageCmd::Rm { force, images } => {
+            let mut failed = Vec::new();
+            for i in &images {
+                match c.call(Method::DELETE, &format!("/images/{i}?force={force}"), None).await {
+                    Ok(v) => {
+                        for item in v.as_array().into_iter().flatten() {
+                            for (k, val) in item.as_object().into_iter().flatten() {
+                                println!("{k}: {}", val.as_str().unwrap_or(""));
+                            }
+                        }
+                    }
+                    Err(ClientError::Api { message, .. }) => failed.push(message),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !failed.is_empty() {
+                anyhow::bail!("{}", failed.join("; "));
+            }
+        }
+        ImageCmd::Import { name, source, changes, message } => {
+            let body = rootfs_tar(&source)?;
+            let mut q = format!("fromSrc=-&repo={}", path_escape(&name));
+            for ch in &changes {
+                q.push_str(&format!("&changes={}", path_escape(ch)));
+            }
+            if let Some(m) = message {
+                q.push_str(&format!("&message={}", path_escape(&m)));
+            }
+            let (status, bytes) =
+                c.send(Method::POST, &format!("/images/create?{q}"), Some(("application/x-tar", body))).await?;
+            let v = c.decode(status, bytes)?;
+            println!("{}", s(&v, "status"));
         }
     }
     Ok(())

@@ -33,6 +33,8 @@ pub enum DaemonError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
     #[error("API socket: {0}")]
     Socket(#[from] SocketError),
     #[error(transparent)]
@@ -92,6 +94,17 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
         ));
     }
 
+    let images = crate::image::ImageStore::open(config.data_root.join("images"), store.clone())?;
+    images.clean()?;
+    match images.ensure_busybox(std::path::Path::new(crate::image::HOST_BUSYBOX)) {
+        Ok(Some(img)) => {
+            tracing::info!(image = %img.id.short(), "created busybox:latest from the host's busybox-static");
+            events.publish(Event::now("image", "import", &format!("sha256:{}", img.id), &[("name", "busybox:latest")]));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot provide the busybox image"),
+    }
+
     let (reconcile, reconcile_task) =
         reconcile::spawn(store.clone(), links, config.reconcile_interval, stop.clone()).await;
 
@@ -101,6 +114,7 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
     }
     let ctx = Arc::new(Ctx {
         store,
+        images,
         events,
         config: config.clone(),
         reconcile,

@@ -84,6 +84,11 @@ hex_id!(
     "network"
 );
 hex_id!(
+    /// Identifies an image: the sha256 of its config (shown as `sha256:<hex>`).
+    ImageId,
+    "image"
+);
+hex_id!(
     /// Identifies this node (the daemon instance), stable across restarts.
     NodeId,
     "node"

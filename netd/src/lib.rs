@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod ids;
+pub mod image;
 pub mod lock;
 pub mod model;
 pub mod reconcile;

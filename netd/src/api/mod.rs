@@ -6,6 +6,7 @@
 mod error;
 mod events;
 pub mod filters;
+mod images;
 mod networks;
 mod system;
 pub mod types;
@@ -36,6 +37,7 @@ use crate::sysinfo::HostFacts;
 #[derive(Debug)]
 pub struct Ctx {
     pub store: Store,
+    pub images: crate::image::ImageStore,
     pub events: EventBus,
     pub config: Config,
     pub reconcile: ReconcileHandle,
@@ -65,6 +67,9 @@ pub fn app(
         .route("/version", get(system::version))
         .route("/info", get(system::info))
         .route("/events", get(events::stream))
+        .route("/images/json", get(images::list))
+        .route("/images/create", post(images::create))
+        .route("/images/{*rest}", get(images::by_name).delete(images::by_name))
         .route("/networks", get(networks::list))
         .route("/networks/create", post(networks::create))
         .route("/networks/prune", post(networks::prune))

@@ -65,7 +65,7 @@ pub(super) async fn info(State(st): State<AppState>) -> Result<Json<Value>, supe
         "ID": st.node_id.to_string(),
         "Name": st.host.hostname,
         "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0,
-        "Images": 0,
+        "Images": st.images.list().map(|l| l.len()).unwrap_or(0),
         "Driver": "",
         "DriverStatus": [],
         "Plugins": { "Volume": [], "Network": drivers, "Authorization": null, "Log": [] },

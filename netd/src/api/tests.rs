@@ -40,13 +40,16 @@ pub(crate) async fn test_ctx() -> (tempfile::TempDir, AppState, watch::Sender<bo
 
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("images")).unwrap();
     let store = Store::open(&dir.path().join("netd.db")).unwrap();
     store.ensure_networks(NetworkRecord::predefined_set("2026-01-01T00:00:00Z")).unwrap();
     let (stop, stop_rx) = watch::channel(false);
     let (reconcile, _task) =
         crate::reconcile::spawn(store.clone(), NoLinks, std::time::Duration::from_secs(30), stop_rx.clone()).await;
     let config = Config::merge(&Flags::default(), FileConfig::default()).unwrap();
+    let images = crate::image::ImageStore::open(dir.path().join("images"), store.clone()).unwrap();
     let ctx = Arc::new(Ctx {
+        images,
         node_id: store.node_id().unwrap(),
         store,
         events: EventBus::default(),
@@ -321,4 +324,80 @@ async fn events_stream_live_until_deadline() {
     assert_eq!(s, StatusCode::OK);
     let text = String::from_utf8(body).unwrap();
     assert!(text.contains("\"live1\""), "{text}");
+}
+
+fn rootfs_tar() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_path("etc/os-release").unwrap();
+    h.set_size(5);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append(&h, &b"test\n"[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+async fn import(h: &Harness, query: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    let req = Request::post(format!("/images/create?{query}")).body(Body::from(body)).unwrap();
+    let resp = app(h.ctx.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn images_import_list_inspect_remove() {
+    let h = harness().await;
+    let (s, v) =
+        import(&h, "fromSrc=-&repo=my/app&tag=1.0&changes=CMD%20%5B%22echo%22%5D&changes=EXPOSE%2080", rootfs_tar())
+            .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let id = v["status"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("sha256:"));
+    let (_, list) = h.json(Method::GET, "/v1.41/images/json", None).await;
+    assert_eq!(list[0]["RepoTags"], serde_json::json!(["my/app:1.0"]));
+    let (s, img) = h.json(Method::GET, "/images/my/app:1.0/json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(img["Id"], id.as_str());
+    assert_eq!(img["Config"]["Cmd"], serde_json::json!(["echo"]));
+    assert!(img["Config"]["ExposedPorts"]["80/tcp"].is_object());
+    let (_, list) = h.json(Method::GET, "/images/json?filters=%7B%22reference%22%3A%5B%22my%2F*%22%5D%7D", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (s, del) = h.json(Method::DELETE, "/images/my/app:1.0", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(del[0]["Untagged"], "my/app:1.0");
+    assert_eq!(del[1]["Deleted"], id.as_str());
+    let m = h.error(Method::GET, "/images/my/app:1.0/json", None, StatusCode::NOT_FOUND).await;
+    assert_eq!(m, "No such image: my/app:1.0");
+}
+
+#[tokio::test]
+async fn image_bad_input_changes_nothing() {
+    let h = harness().await;
+    let cases: &[(&str, Vec<u8>, StatusCode, &str)] = &[
+        ("fromSrc=-&repo=app", b"not a tarball".to_vec(), StatusCode::BAD_REQUEST, "invalid archive"),
+        ("fromSrc=-&repo=app", Vec::new(), StatusCode::BAD_REQUEST, "body is empty"),
+        ("fromSrc=-&repo=Bad%20Name", rootfs_tar(), StatusCode::BAD_REQUEST, "repository names"),
+        ("fromSrc=-&repo=app&changes=RUN%20rm", rootfs_tar(), StatusCode::BAD_REQUEST, "invalid change"),
+        ("fromSrc=http%3A%2F%2Fx", rootfs_tar(), StatusCode::BAD_REQUEST, "only \"-\""),
+        ("fromImage=alpine&tag=3", Vec::new(), StatusCode::NOT_FOUND, "No such image: alpine:3"),
+        ("", Vec::new(), StatusCode::BAD_REQUEST, "fromSrc or fromImage"),
+    ];
+    for (q, body, want, msg) in cases {
+        let (s, v) = import(&h, q, body.clone()).await;
+        assert_eq!(s, *want, "{q}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(msg), "{q}: {v}");
+    }
+    assert!(h.ctx.images.list().unwrap().is_empty());
+    let left: Vec<_> = std::fs::read_dir(h._dir.path().join("images")).unwrap().flatten().collect();
+    assert!(left.is_empty(), "no staging or upload files left: {left:?}");
+    h.error(Method::DELETE, "/images/nosuch", None, StatusCode::NOT_FOUND).await;
+    h.error(
+        Method::GET,
+        "/images/json?filters=%7B%22dangling%22%3A%5B%22maybe%22%5D%7D",
+        None,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    h.error(Method::GET, "/images/x/notjson", None, StatusCode::NOT_FOUND).await;
 }

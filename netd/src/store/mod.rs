@@ -81,6 +81,7 @@ impl Store {
                 meta.insert("node_id", NodeId::random().as_str()).map_err(db_err("write node id"))?;
             }
             txn.open_table(NetworkRecord::TABLE).map_err(db_err("open networks"))?;
+            txn.open_table(crate::image::ImageRecord::TABLE).map_err(db_err("open images"))?;
         }
         txn.commit().map_err(db_err("commit"))?;
         Ok(store)
@@ -98,6 +99,33 @@ impl Store {
         let v = meta.get("node_id").map_err(db_err("read node id"))?;
         let s = v.map(|v| v.value().to_owned()).unwrap_or_default();
         NodeId::parse(&s).map_err(|e| StoreError::Db { op: "read node id", message: e.to_string() })
+    }
+
+    /// Every record of one kind, ordered by key.
+    pub fn all<R: Record>(&self) -> Result<Vec<R>, StoreError> {
+        table::all(&self.db)
+    }
+
+    /// One record by key.
+    pub fn get<R: Record>(&self, key: &str) -> Result<Option<R>, StoreError> {
+        table::get(&self.db, key)
+    }
+
+    /// Writes several records of one kind in one transaction.
+    pub fn put_all<R: Record>(&self, recs: &[R]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err("begin"))?;
+        {
+            let mut t = txn.open_table(R::TABLE).map_err(db_err("open table"))?;
+            for r in recs {
+                table::put(&mut t, r)?;
+            }
+        }
+        txn.commit().map_err(db_err("commit"))
+    }
+
+    /// Removes one record; returns whether it existed.
+    pub fn remove<R: Record>(&self, key: &str) -> Result<bool, StoreError> {
+        table::remove::<R>(&self.db, key)
     }
 
     /// All networks, ordered by id.

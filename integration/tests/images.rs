@@ -1,0 +1,79 @@
+//! Lab tests of images: the busybox image netd provides, imports through
+//! netctl (directory) and the docker client (tarball), inspect, remove, and
+//! the clear refusal to pull. Privileged (root), like every lab test.
+
+use std::process::Output;
+
+use integration::{Lab, require_root};
+use serde_json::Value;
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "command failed ({}):\n{}", o.status, text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn images_through_netctl_and_docker() {
+    if !require_root("images_through_netctl_and_docker") {
+        return;
+    }
+    let lab = Lab::new(1).unwrap();
+    let n = lab.node(0);
+    n.start_netd(&[]).unwrap();
+
+    // busybox:latest is there from the first start (Debian's busybox-static).
+    let ls = ok(n.netctl(&["image", "ls"]));
+    assert!(ls.lines().any(|l| l.starts_with("busybox") && l.contains("latest")), "{ls}");
+
+    // A directory rootfs through netctl, with a config change.
+    let rootfs = n.dir.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/greeting"), "hello from a dir\n").unwrap();
+    std::os::unix::fs::symlink("/etc/greeting", rootfs.join("greeting")).unwrap();
+    let out = ok(n.netctl(&["image", "import", "app:1", rootfs.to_str().unwrap(), "--change", "CMD [\"cat\", \"/greeting\"]"]));
+    assert!(out.trim().starts_with("sha256:"), "{out}");
+    let inspect: Value = serde_json::from_str(&ok(n.netctl(&["image", "inspect", "app:1"]))).unwrap();
+    assert_eq!(inspect[0]["Config"]["Cmd"], serde_json::json!(["cat", "/greeting"]));
+    let dir = inspect[0]["GraphDriver"]["Data"]["Dir"].as_str().unwrap().to_owned();
+    assert_eq!(std::fs::read_link(format!("{dir}/greeting")).unwrap().to_str(), Some("/etc/greeting"), "symlinks kept");
+
+    let Some(_) = n.docker(&["version"]) else {
+        assert!(std::env::var_os("CI").is_none(), "no docker client in CI: `cargo xtask setup` must provide one");
+        return;
+    };
+    // A tarball through `docker import`.
+    let tarball = n.dir.join("rootfs.tar");
+    let st = std::process::Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tarball).arg(".").status().unwrap();
+    assert!(st.success());
+    let out = ok(n.docker(&["import", "--change", "ENV MODE=test", tarball.to_str().unwrap(), "other:2"]).unwrap());
+    assert!(out.contains("sha256:"), "{out}");
+    let images = ok(n.docker(&["images"]).unwrap());
+    for want in ["busybox", "app", "other"] {
+        assert!(images.contains(want), "{images}");
+    }
+    let env = ok(n.docker(&["image", "inspect", "-f", "{{json .Config.Env}}", "other:2"]).unwrap());
+    assert_eq!(env.trim(), "[\"MODE=test\"]");
+
+    // Pulling is refused with a way out; unknown images are 404s.
+    let pull = n.docker(&["pull", "alpine:3"]).unwrap();
+    assert!(!pull.status.success());
+    assert!(text(&pull).contains("does not pull from registries"), "{}", text(&pull));
+    let missing = n.docker(&["image", "inspect", "nosuch:1"]).unwrap();
+    assert!(!missing.status.success());
+    assert!(text(&missing).contains("No such image"), "{}", text(&missing));
+
+    let rmi = ok(n.docker(&["rmi", "other:2"]).unwrap());
+    assert!(rmi.contains("Untagged: other:2") && rmi.contains("Deleted: sha256:"), "{rmi}");
+    let images = ok(n.docker(&["images"]).unwrap());
+    assert!(!images.contains("other"), "{images}");
+
+    // Restart: the same images, busybox not duplicated.
+    n.stop_netd().unwrap();
+    n.start_netd(&[]).unwrap();
+    let ls = ok(n.netctl(&["image", "ls", "-q"]));
+    assert_eq!(ls.lines().count(), 2, "{ls}");
+}
