@@ -44,6 +44,43 @@ enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum VolumeCmd {
+    /// Create a volume (a random name if none is given)
+    Create {
+        name: Option<String>,
+        /// Volume label KEY=VALUE
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// List volumes
+    #[command(alias = "list")]
+    Ls {
+        /// Only show volume names
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Display detailed information on one or more volumes
+    Inspect {
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+    /// Remove one or more volumes
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+    /// Remove unused anonymous volumes (all unused ones with --all)
+    Prune {
+        #[arg(short, long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -225,6 +262,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Network(cmd) => network(&c, cmd, json_out).await?,
         Command::Image(cmd) => image(&c, cmd, json_out).await?,
+        Command::Volume(cmd) => volume(&c, cmd, json_out).await?,
     }
     Ok(())
 }
@@ -255,19 +293,7 @@ async fn network(c: &Client, cmd: NetworkCmd, json_out: bool) -> anyhow::Result<
             print!("{}", table::render(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows));
         }
         NetworkCmd::Inspect { networks } => {
-            let mut found = Vec::new();
-            let mut failed = Vec::new();
-            for n in &networks {
-                match c.get(&format!("/networks/{}", path_escape(n))).await {
-                    Ok(v) => found.push(v),
-                    Err(ClientError::Api { message, .. }) => failed.push(message),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            print_json(&Value::Array(found));
-            if !failed.is_empty() {
-                anyhow::bail!("{}", failed.join("; "));
-            }
+            inspect_all(c, networks.iter().map(|n| format!("/networks/{}", path_escape(n)))).await?;
         }
         NetworkCmd::Create { name, driver, internal, attachable, labels } => {
             let mut l = serde_json::Map::new();
@@ -292,6 +318,94 @@ async fn network(c: &Client, cmd: NetworkCmd, json_out: bool) -> anyhow::Result<
             if !failed.is_empty() {
                 anyhow::bail!("{}", failed.join("; "));
             }
+        }
+    }
+    Ok(())
+}
+
+/// GETs each path, prints the found objects as one JSON array (as `docker
+/// inspect` does), then fails with the daemon's messages for the others.
+async fn inspect_all(c: &Client, paths: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let mut found = Vec::new();
+    let mut failed = Vec::new();
+    for p in paths {
+        match c.get(&p).await {
+            Ok(v) => found.push(v),
+            Err(ClientError::Api { message, .. }) => failed.push(message),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    print_json(&Value::Array(found));
+    if failed.is_empty() { Ok(()) } else { anyhow::bail!("{}", failed.join("; ")) }
+}
+
+fn labels_json(labels: &[String]) -> Value {
+    let mut l = serde_json::Map::new();
+    for kv in labels {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        l.insert(k.to_owned(), json!(v));
+    }
+    Value::Object(l)
+}
+
+/// Runs `f` for each name; prints what succeeds, fails with all the daemon's
+/// refusals at the end.
+async fn each<F, Fut>(names: &[String], mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, ClientError>>,
+{
+    let mut failed = Vec::new();
+    for n in names {
+        match f(n.clone()).await {
+            Ok(Some(line)) => println!("{line}"),
+            Ok(None) => {}
+            Err(ClientError::Api { message, .. }) => failed.push(message),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if failed.is_empty() { Ok(()) } else { anyhow::bail!("{}", failed.join("; ")) }
+}
+
+async fn volume(c: &Client, cmd: VolumeCmd, json_out: bool) -> anyhow::Result<()> {
+    match cmd {
+        VolumeCmd::Create { name, labels } => {
+            let body = json!({ "Name": name.unwrap_or_default(), "Driver": "local", "Labels": labels_json(&labels) });
+            let v = c.call(Method::POST, "/volumes/create", Some(&body)).await?;
+            println!("{}", s(&v, "Name"));
+        }
+        VolumeCmd::Ls { quiet } => {
+            let v = c.get("/volumes").await?;
+            if json_out {
+                print_json(&v);
+                return Ok(());
+            }
+            let vols = v["Volumes"].as_array().cloned().unwrap_or_default();
+            if quiet {
+                vols.iter().for_each(|v| println!("{}", s(v, "Name")));
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> =
+                vols.iter().map(|v| vec![s(v, "Driver").into(), s(v, "Name").into()]).collect();
+            print!("{}", table::render(&["DRIVER", "VOLUME NAME"], &rows));
+        }
+        VolumeCmd::Inspect { volumes } => {
+            inspect_all(c, volumes.iter().map(|n| format!("/volumes/{}", path_escape(n)))).await?;
+        }
+        VolumeCmd::Rm { volumes } => {
+            each(&volumes, |n| async move {
+                c.call(Method::DELETE, &format!("/volumes/{}", path_escape(&n)), None).await?;
+                Ok(Some(n))
+            })
+            .await?;
+        }
+        VolumeCmd::Prune { all } => {
+            let q = if all { "?filters=%7B%22all%22%3A%5B%22true%22%5D%7D" } else { "" };
+            let v = c.call(Method::POST, &format!("/volumes/prune{q}"), None).await?;
+            for n in v["VolumesDeleted"].as_array().into_iter().flatten() {
+                println!("Deleted Volume: {}", n.as_str().unwrap_or(""));
+            }
+            println!("Total reclaimed space: {}", human_size(v["SpaceReclaimed"].as_u64().unwrap_or(0)));
         }
     }
     Ok(())
@@ -360,19 +474,7 @@ async fn image(c: &Client, cmd: ImageCmd, json_out: bool) -> anyhow::Result<()> 
             print!("{}", table::render(&["REPOSITORY", "TAG", "IMAGE ID", "SIZE"], &rows));
         }
         ImageCmd::Inspect { images } => {
-            let mut found = Vec::new();
-            let mut failed = Vec::new();
-            for i in &images {
-                match c.get(&format!("/images/{i}/json")).await {
-                    Ok(v) => found.push(v),
-                    Err(ClientError::Api { message, .. }) => failed.push(message),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            print_json(&Value::Array(found));
-            if !failed.is_empty() {
-                anyhow::bail!("{}", failed.join("; "));
-            }
+            inspect_all(c, images.iter().map(|i| format!("/images/{i}/json"))).await?;
         }
         ImageCmd::Rm { force, images } => {
             let mut failed = Vec::new();

@@ -34,7 +34,14 @@ fn images_through_netctl_and_docker() {
     std::fs::create_dir_all(rootfs.join("etc")).unwrap();
     std::fs::write(rootfs.join("etc/greeting"), "hello from a dir\n").unwrap();
     std::os::unix::fs::symlink("/etc/greeting", rootfs.join("greeting")).unwrap();
-    let out = ok(n.netctl(&["image", "import", "app:1", rootfs.to_str().unwrap(), "--change", "CMD [\"cat\", \"/greeting\"]"]));
+    let out = ok(n.netctl(&[
+        "image",
+        "import",
+        "app:1",
+        rootfs.to_str().unwrap(),
+        "--change",
+        "CMD [\"cat\", \"/greeting\"]",
+    ]));
     assert!(out.trim().starts_with("sha256:"), "{out}");
     let inspect: Value = serde_json::from_str(&ok(n.netctl(&["image", "inspect", "app:1"]))).unwrap();
     assert_eq!(inspect[0]["Config"]["Cmd"], serde_json::json!(["cat", "/greeting"]));
@@ -47,7 +54,8 @@ fn images_through_netctl_and_docker() {
     };
     // A tarball through `docker import`.
     let tarball = n.dir.join("rootfs.tar");
-    let st = std::process::Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tarball).arg(".").status().unwrap();
+    let st =
+        std::process::Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tarball).arg(".").status().unwrap();
     assert!(st.success());
     let out = ok(n.docker(&["import", "--change", "ENV MODE=test", tarball.to_str().unwrap(), "other:2"]).unwrap());
     assert!(out.contains("sha256:"), "{out}");
@@ -76,4 +84,35 @@ fn images_through_netctl_and_docker() {
     n.start_netd(&[]).unwrap();
     let ls = ok(n.netctl(&["image", "ls", "-q"]));
     assert_eq!(ls.lines().count(), 2, "{ls}");
+}
+
+#[test]
+fn volumes_through_netctl_and_docker() {
+    if !require_root("volumes_through_netctl_and_docker") {
+        return;
+    }
+    let lab = Lab::new(1).unwrap();
+    let n = lab.node(0);
+    n.start_netd(&[]).unwrap();
+    assert_eq!(ok(n.netctl(&["volume", "create", "data", "--label", "team=net"])).trim(), "data");
+    let ls = ok(n.netctl(&["volume", "ls"]));
+    assert!(ls.contains("local") && ls.contains("data"), "{ls}");
+    let v: Value = serde_json::from_str(&ok(n.netctl(&["volume", "inspect", "data"]))).unwrap();
+    assert_eq!(v[0]["Labels"]["team"], "net");
+    let bad = n.netctl(&["volume", "create", "a/b"]);
+    assert!(!bad.status.success() && text(&bad).contains("invalid volume name"), "{}", text(&bad));
+    if n.docker(&["version"]).is_some() {
+        let vols = ok(n.docker(&["volume", "ls"]).unwrap());
+        assert!(vols.contains("data"), "{vols}");
+        let mp = ok(n.docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", "data"]).unwrap());
+        assert!(std::path::Path::new(mp.trim()).is_dir(), "{mp}");
+        ok(n.docker(&["volume", "create", "second"]).unwrap());
+        let missing = n.docker(&["volume", "rm", "nosuch"]).unwrap();
+        assert!(!missing.status.success() && text(&missing).contains("no such volume"), "{}", text(&missing));
+        ok(n.docker(&["volume", "rm", "second"]).unwrap());
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "no docker client in CI");
+    }
+    ok(n.netctl(&["volume", "rm", "data"]));
+    assert_eq!(ok(n.netctl(&["volume", "ls", "-q"])).trim(), "");
 }

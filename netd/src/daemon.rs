@@ -35,6 +35,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
     #[error("API socket: {0}")]
     Socket(#[from] SocketError),
     #[error(transparent)]
@@ -105,6 +107,8 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
         Err(e) => tracing::warn!(error = %e, "cannot provide the busybox image"),
     }
 
+    let volumes = crate::volume::VolumeStore::open(config.data_root.join("volumes"), store.clone())?;
+
     let (reconcile, reconcile_task) =
         reconcile::spawn(store.clone(), links, config.reconcile_interval, stop.clone()).await;
 
@@ -115,6 +119,7 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
     let ctx = Arc::new(Ctx {
         store,
         images,
+        volumes,
         events,
         config: config.clone(),
         reconcile,

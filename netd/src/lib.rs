@@ -18,6 +18,7 @@ pub mod reconcile;
 pub mod socket;
 pub mod store;
 pub mod sysinfo;
+pub mod volume;
 
 #[cfg(test)]
 mod fuzz_tests;

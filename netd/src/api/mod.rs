@@ -11,6 +11,7 @@ mod networks;
 mod system;
 pub mod types;
 pub mod version;
+mod volumes;
 
 use std::sync::Arc;
 
@@ -38,6 +39,7 @@ use crate::sysinfo::HostFacts;
 pub struct Ctx {
     pub store: Store,
     pub images: crate::image::ImageStore,
+    pub volumes: crate::volume::VolumeStore,
     pub events: EventBus,
     pub config: Config,
     pub reconcile: ReconcileHandle,
@@ -70,6 +72,10 @@ pub fn app(
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route("/images/{*rest}", get(images::by_name).delete(images::by_name))
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route("/volumes/{name}", get(volumes::inspect).delete(volumes::remove))
         .route("/networks", get(networks::list))
         .route("/networks/create", post(networks::create))
         .route("/networks/prune", post(networks::prune))

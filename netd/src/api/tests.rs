@@ -48,8 +48,10 @@ async fn harness() -> Harness {
         crate::reconcile::spawn(store.clone(), NoLinks, std::time::Duration::from_secs(30), stop_rx.clone()).await;
     let config = Config::merge(&Flags::default(), FileConfig::default()).unwrap();
     let images = crate::image::ImageStore::open(dir.path().join("images"), store.clone()).unwrap();
+    let volumes = crate::volume::VolumeStore::open(dir.path().join("volumes"), store.clone()).unwrap();
     let ctx = Arc::new(Ctx {
         images,
+        volumes,
         node_id: store.node_id().unwrap(),
         store,
         events: EventBus::default(),
@@ -400,4 +402,37 @@ async fn image_bad_input_changes_nothing() {
     )
     .await;
     h.error(Method::GET, "/images/x/notjson", None, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn volumes_create_inspect_list_remove_prune() {
+    let h = harness().await;
+    let (s, v) = h.json(Method::POST, "/volumes/create", Some(r#"{"Name":"data","Labels":{"team":"a"}}"#)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["Name"], "data");
+    assert_eq!(v["Driver"], "local");
+    assert!(v["Mountpoint"].as_str().unwrap().ends_with("/volumes/data/_data"));
+    let (s, again) = h.json(Method::POST, "/volumes/create", Some(r#"{"Name":"data"}"#)).await;
+    assert_eq!((s, &again["Labels"]["team"]), (StatusCode::CREATED, &serde_json::json!("a")));
+    let (_, anon) = h.json(Method::POST, "/volumes/create", Some("{}")).await;
+    let (_, list) = h.json(Method::GET, "/volumes?filters=%7B%22label%22%3A%5B%22team%3Da%22%5D%7D", None).await;
+    assert_eq!(list["Volumes"].as_array().unwrap().len(), 1);
+    let (s, p) = h.json(Method::POST, "/volumes/prune", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(p["VolumesDeleted"], serde_json::json!([anon["Name"]]), "default prune: anonymous only");
+    let (s, _, _) = h.call(Method::DELETE, "/volumes/data", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let m = h.error(Method::GET, "/volumes/data", None, StatusCode::NOT_FOUND).await;
+    assert_eq!(m, "get data: no such volume");
+    for (body, want) in [
+        (r#"{"Name":"a/b"}"#, "invalid volume name"),
+        (r#"{"Name":"x1","Driver":"nfs"}"#, "plugin \"nfs\" not found"),
+        (r#"{"Name":"x1","DriverOpts":{"type":"tmpfs"}}"#, "not supported"),
+        (r#"{"Name":7}"#, "invalid JSON"),
+    ] {
+        let m = h.error(Method::POST, "/volumes/create", Some(body), StatusCode::BAD_REQUEST).await;
+        assert!(m.contains(want), "{body}: {m}");
+    }
+    let (_, list) = h.json(Method::GET, "/volumes", None).await;
+    assert!(list["Volumes"].as_array().unwrap().is_empty(), "refused creates wrote nothing: {list}");
 }

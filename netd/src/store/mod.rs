@@ -82,6 +82,7 @@ impl Store {
             }
             txn.open_table(NetworkRecord::TABLE).map_err(db_err("open networks"))?;
             txn.open_table(crate::image::ImageRecord::TABLE).map_err(db_err("open images"))?;
+            txn.open_table(crate::volume::VolumeRecord::TABLE).map_err(db_err("open volumes"))?;
         }
         txn.commit().map_err(db_err("commit"))?;
         Ok(store)
