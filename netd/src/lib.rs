@@ -15,6 +15,7 @@ pub mod image;
 pub mod lock;
 pub mod model;
 pub mod reconcile;
+pub mod runtime;
 pub mod socket;
 pub mod store;
 pub mod sysinfo;
