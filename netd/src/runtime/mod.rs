@@ -1,8 +1,10 @@
 //! The bundled container runtime. Today: the validated container
-//! specification ([`spec`]) that `POST /containers/create` will produce. The
-//! process side (shim, namespaces, cgroups, logs) and the API come next; see
-//! the README's "What is not done yet".
+//! specification ([`spec`]) that `POST /containers/create` will produce, and
+//! container cgroups with enforced limits ([`cgroup`]). The process side
+//! (shim, namespaces, logs) and the API come next; see the README's "What is
+//! not done yet".
 
+pub mod cgroup;
 pub mod spec;
 
 #[cfg(test)]
