@@ -5,6 +5,7 @@
 //! not done yet".
 
 pub mod cgroup;
+pub mod logfile;
 pub mod mounts;
 pub mod spec;
 

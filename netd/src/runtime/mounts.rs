@@ -7,23 +7,25 @@
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 use super::spec::{MountKind, NetworkMode};
 
 /// One step of building the root filesystem.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountOp {
     /// overlay(lower=image rootfs, upper, work) on the merged root.
     Overlay { lower: PathBuf, upper: PathBuf, work: PathBuf },
     /// A fresh filesystem of `fstype` at `target` (inside the root).
-    Fs { fstype: &'static str, target: String, options: String, flags: Flags },
+    Fs { fstype: String, target: String, options: String, flags: Flags },
     /// Bind `source` (host path) onto `target` (inside the root).
     Bind { source: PathBuf, target: String, read_only: bool, file: bool },
     /// A symlink inside the root.
-    Symlink { link: String, to: &'static str },
+    Symlink { link: String, to: String },
 }
 
 /// Mount flags the plan uses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flags {
     pub read_only: bool,
     pub nosuid: bool,
@@ -70,7 +72,7 @@ pub fn plan(layout: &Layout, network: NetworkMode, mounts: &[ResolvedMount]) -> 
         work: layout.work.clone(),
     }];
     ops.push(MountOp::Fs {
-        fstype: "proc",
+        fstype: "proc".into(),
         target: "/proc".into(),
         options: String::new(),
         flags: NOSUID_NOEXEC_NODEV,
@@ -78,7 +80,7 @@ pub fn plan(layout: &Layout, network: NetworkMode, mounts: &[ResolvedMount]) -> 
     match network {
         // A new network namespace may mount its own sysfs.
         NetworkMode::None => ops.push(MountOp::Fs {
-            fstype: "sysfs",
+            fstype: "sysfs".into(),
             target: "/sys".into(),
             options: String::new(),
             flags: Flags { read_only: true, ..NOSUID_NOEXEC_NODEV },
@@ -88,7 +90,7 @@ pub fn plan(layout: &Layout, network: NetworkMode, mounts: &[ResolvedMount]) -> 
         }
     }
     ops.push(MountOp::Fs {
-        fstype: "tmpfs",
+        fstype: "tmpfs".into(),
         target: "/dev".into(),
         options: "mode=755,size=65536k".into(),
         flags: Flags { nosuid: true, ..Default::default() },
@@ -102,13 +104,13 @@ pub fn plan(layout: &Layout, network: NetworkMode, mounts: &[ResolvedMount]) -> 
         });
     }
     ops.push(MountOp::Fs {
-        fstype: "devpts",
+        fstype: "devpts".into(),
         target: "/dev/pts".into(),
         options: "newinstance,ptmxmode=0666,mode=0620".into(),
         flags: Flags { nosuid: true, noexec: true, ..Default::default() },
     });
     ops.push(MountOp::Fs {
-        fstype: "tmpfs",
+        fstype: "tmpfs".into(),
         target: "/dev/shm".into(),
         options: "mode=1777,size=65536k".into(),
         flags: NOSUID_NOEXEC_NODEV,
@@ -120,7 +122,7 @@ pub fn plan(layout: &Layout, network: NetworkMode, mounts: &[ResolvedMount]) -> 
         ("/dev/stdout", "/proc/self/fd/1"),
         ("/dev/stderr", "/proc/self/fd/2"),
     ] {
-        ops.push(MountOp::Symlink { link: link.into(), to });
+        ops.push(MountOp::Symlink { link: link.into(), to: to.into() });
     }
     for (src, target) in [
         (&layout.hostname_file, "/etc/hostname"),
@@ -135,7 +137,7 @@ pub fn plan(layout: &Layout, network: NetworkMode, mounts: &[ResolvedMount]) -> 
     for m in user {
         ops.push(match m.kind {
             MountKind::Tmpfs => MountOp::Fs {
-                fstype: "tmpfs",
+                fstype: "tmpfs".into(),
                 target: m.target.clone(),
                 options: if m.tmpfs_size > 0 { format!("size={}", m.tmpfs_size) } else { String::new() },
                 flags: Flags { read_only: m.read_only, nosuid: true, nodev: true, noexec: false },
@@ -213,7 +215,7 @@ mod tests {
         assert!(data < sub, "parents before children: {t:?}");
         assert!(t.iter().position(|x| x == "/etc/resolv.conf").unwrap() < data);
         assert!(ops.contains(&MountOp::Fs {
-            fstype: "tmpfs",
+            fstype: "tmpfs".into(),
             target: "/run/t".into(),
             options: "size=4096".into(),
             flags: Flags { read_only: false, nosuid: true, nodev: true, noexec: false }
@@ -229,6 +231,6 @@ mod tests {
             read_only: true,
             file: false
         }));
-        assert!(!ops.iter().any(|o| matches!(o, MountOp::Fs { fstype: "sysfs", .. })));
+        assert!(!ops.iter().any(|o| matches!(o, MountOp::Fs { fstype, .. } if fstype == "sysfs")));
     }
 }
