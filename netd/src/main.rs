@@ -1,4 +1,5 @@
-//! `netd`: parse flags and the config file, install logging, run the daemon.
+//! `netd`: parse flags and the config file, install logging, run the daemon
+//! (or, as `netd shim DIR`, be one container's shim).
 
 use std::process::ExitCode;
 
@@ -7,6 +8,18 @@ use netd::config::{Config, Flags, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // `netd shim DIR`: the per-container process. Dispatched before anything
+    // else, while this process is still single-threaded (it clones namespaces).
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "shim") {
+        return match args.next() {
+            Some(dir) => ExitCode::from(netd::runtime::shim::main(std::path::Path::new(&dir)) as u8),
+            None => {
+                eprintln!("netd: usage: netd shim DIR");
+                ExitCode::from(2)
+            }
+        };
+    }
     let flags = Flags::parse();
     let config = match Config::load(&flags) {
         Ok(c) => c,

@@ -5,8 +5,10 @@
 //! not done yet".
 
 pub mod cgroup;
+pub mod init;
 pub mod logfile;
 pub mod mounts;
+pub mod shim;
 pub mod spec;
 
 #[cfg(test)]
