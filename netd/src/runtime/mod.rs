@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod init;
 pub mod logfile;
 pub mod mounts;
+pub mod resolve;
 pub mod shim;
 pub mod spec;
 
