@@ -7,7 +7,6 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::Router;
 use tokio::sync::watch;
 
 use crate::api::{self, Ctx};
@@ -126,8 +125,9 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
         node_id: node_id.clone(),
         host: HostFacts::read(),
         shutdown: stop.clone(),
+        networks_json: Default::default(),
     });
-    let app = Router::new().fallback_service(api::app(ctx));
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(api::app(ctx));
     let mut servers = tokio::task::JoinSet::new();
     for (path, listener) in listeners {
         let mut stop = stop.clone();

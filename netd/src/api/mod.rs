@@ -47,15 +47,16 @@ pub struct Ctx {
     pub host: HostFacts,
     /// Set to true when the daemon shuts down; long-lived streams end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// `GET /networks` without filters, serialized, with the store generation
+    /// it was made at (read-mostly: answered from here until a write).
+    pub networks_json: std::sync::RwLock<(u64, Bytes)>,
 }
 
 /// Shared handler state.
 pub type AppState = Arc<Ctx>;
 
 /// The `Server` header value, as dockerd's `Docker/VERSION (linux)`.
-pub fn server_header() -> String {
-    format!("netd/{} (linux)", env!("CARGO_PKG_VERSION"))
-}
+const SERVER: &str = concat!("netd/", env!("CARGO_PKG_VERSION"), " (linux)");
 
 /// Builds the full API service: version layer around the router.
 pub fn app(
@@ -90,6 +91,11 @@ pub fn app(
 }
 
 async fn version_layer(mut req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/v") {
+        let mut resp = next.run(req).await;
+        stamp(&mut resp);
+        return resp;
+    }
     let path = req.uri().path().to_owned();
     let mut resp = match version::split_path(&path) {
         Err(e) => e.into_response(),
@@ -107,13 +113,16 @@ async fn version_layer(mut req: Request, next: Next) -> Response {
             next.run(req).await
         }
     };
+    stamp(&mut resp);
+    resp
+}
+
+/// dockerd's headers, on every response.
+fn stamp(resp: &mut Response) {
     let h = resp.headers_mut();
     h.insert("Api-Version", HeaderValue::from_static(VERSION_MAX));
     h.insert("Ostype", HeaderValue::from_static("linux"));
-    if let Ok(v) = HeaderValue::from_str(&server_header()) {
-        h.insert(header::SERVER, v);
-    }
-    resp
+    h.insert(header::SERVER, HeaderValue::from_static(SERVER));
 }
 
 /// `version::MAX` as a static header value (a unit test keeps them equal).

@@ -48,7 +48,10 @@ pub(crate) fn resolve(st: &AppState, key: &str) -> Result<NetworkRecord, ApiErro
     }
 }
 
-pub(super) async fn list(State(st): State<AppState>, uri: Uri) -> Result<Json<Vec<Network>>, ApiError> {
+pub(super) async fn list(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    if uri.query().is_none_or(str::is_empty) {
+        return cached_list(&st);
+    }
     let q: ListQuery = query(&uri)?;
     let f = Filters::parse(q.filters.as_deref(), &["dangling", "driver", "id", "label", "name", "scope", "type"])?;
     f.expect_values("type", &["custom", "builtin"])?;
@@ -70,7 +73,27 @@ pub(super) async fn list(State(st): State<AppState>, uri: Uri) -> Result<Json<Ve
         .map(Network::from)
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Json(out))
+    Ok(Json(out).into_response())
+}
+
+/// The unfiltered list from the snapshot, rebuilt when the store changed.
+fn cached_list(st: &AppState) -> Result<Response, ApiError> {
+    let generation = st.store.generation();
+    let hit = {
+        let c = st.networks_json.read().unwrap_or_else(|p| p.into_inner());
+        (c.0 == generation && !c.1.is_empty()).then(|| c.1.clone())
+    };
+    let body = match hit {
+        Some(b) => b,
+        None => {
+            let mut out: Vec<Network> = st.store.networks()?.iter().map(Network::from).collect();
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            let b = Bytes::from(serde_json::to_vec(&out).map_err(|e| ApiError::Internal(e.to_string()))?);
+            *st.networks_json.write().unwrap_or_else(|p| p.into_inner()) = (generation, b.clone());
+            b
+        }
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 pub(super) async fn inspect(

@@ -59,6 +59,7 @@ async fn harness() -> Harness {
         reconcile,
         host: HostFacts::read(),
         shutdown: stop_rx,
+        networks_json: Default::default(),
     });
     Harness { _dir: dir, ctx, _stop: stop }
 }
@@ -435,4 +436,23 @@ async fn volumes_create_inspect_list_remove_prune() {
     }
     let (_, list) = h.json(Method::GET, "/volumes", None).await;
     assert!(list["Volumes"].as_array().unwrap().is_empty(), "refused creates wrote nothing: {list}");
+}
+
+#[tokio::test]
+async fn network_list_snapshot_follows_every_store_write() {
+    let h = harness().await;
+    let names = |v: Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|n| n["Name"].as_str().unwrap().to_owned()).collect()
+    };
+    let (_, v) = h.json(Method::GET, "/networks", None).await;
+    assert_eq!(names(v).len(), 3);
+    let mut rec = NetworkRecord::predefined_set("t").remove(0);
+    rec.name = "added-behind-the-api".into();
+    rec.predefined = false;
+    h.ctx.store.insert_network(&rec).unwrap();
+    let (_, v) = h.json(Method::GET, "/networks", None).await;
+    assert!(names(v).contains(&"added-behind-the-api".to_owned()), "stale snapshot after insert");
+    h.ctx.store.remove_network(&rec.id).unwrap();
+    let (_, v) = h.json(Method::GET, "/networks", None).await;
+    assert_eq!(names(v).len(), 3, "stale snapshot after remove");
 }

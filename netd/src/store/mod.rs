@@ -53,6 +53,9 @@ pub(crate) fn db_err<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -
 pub struct Store {
     db: Arc<Database>,
     path: PathBuf,
+    /// Bumped after every committed write: readers that cache derived data
+    /// (e.g. the API's serialized network list) compare it to know if stale.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -65,7 +68,7 @@ impl Store {
     /// Opens (or creates) the store at `path`, creating its tables.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = Database::create(path).map_err(|e| StoreError::Open { path: path.to_owned(), source: Box::new(e) })?;
-        let store = Store { db: Arc::new(db), path: path.to_owned() };
+        let store = Store { db: Arc::new(db), path: path.to_owned(), generation: Default::default() };
         let txn = store.db.begin_write().map_err(db_err("begin"))?;
         {
             let mut meta = txn.open_table(META).map_err(db_err("open meta"))?;
@@ -83,9 +86,19 @@ impl Store {
             txn.open_table(NetworkRecord::TABLE).map_err(db_err("open networks"))?;
             txn.open_table(crate::image::ImageRecord::TABLE).map_err(db_err("open images"))?;
             txn.open_table(crate::volume::VolumeRecord::TABLE).map_err(db_err("open volumes"))?;
+            txn.open_table(crate::runtime::container::ContainerRecord::TABLE).map_err(db_err("open containers"))?;
         }
         txn.commit().map_err(db_err("commit"))?;
         Ok(store)
+    }
+
+    /// The write generation (changes after every committed write).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn committed(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Where the database file is.
@@ -121,12 +134,16 @@ impl Store {
                 table::put(&mut t, r)?;
             }
         }
-        txn.commit().map_err(db_err("commit"))
+        txn.commit().map_err(db_err("commit"))?;
+        self.committed();
+        Ok(())
     }
 
     /// Removes one record; returns whether it existed.
     pub fn remove<R: Record>(&self, key: &str) -> Result<bool, StoreError> {
-        table::remove::<R>(&self.db, key)
+        let r = table::remove::<R>(&self.db, key);
+        self.committed();
+        r
     }
 
     /// All networks, ordered by id.
@@ -153,12 +170,14 @@ impl Store {
             }
             table::put(&mut t, rec)?;
         }
-        txn.commit().map_err(db_err("commit"))
+        txn.commit().map_err(db_err("commit"))?;
+        self.committed();
+        Ok(())
     }
 
     /// Removes a network; returns whether it existed.
     pub fn remove_network(&self, id: &NetworkId) -> Result<bool, StoreError> {
-        table::remove::<NetworkRecord>(&self.db, id.as_str())
+        self.remove::<NetworkRecord>(id.as_str())
     }
 
     /// Adds, in one transaction, every record of `wanted` whose name is not yet
@@ -182,6 +201,7 @@ impl Store {
             }
         }
         txn.commit().map_err(db_err("commit"))?;
+        self.committed();
         Ok(added)
     }
 }
