@@ -113,6 +113,7 @@ impl Drop for Lab {
         }
         for n in &self.nodes {
             netns::delete(&n.netns.name);
+            n.remove_cgroups();
         }
         netns::delete(&self.underlay.name);
         if std::env::var_os("NETD_LAB_KEEP").is_none() {

@@ -65,7 +65,31 @@ impl Node {
             self.bpf_root().display().to_string(),
             "-H".into(),
             self.host(),
+            "--cgroup-parent".into(),
+            self.cgroup_parent(),
         ]
+    }
+
+    /// The cgroup parent this node's containers live under (removed with the lab).
+    pub fn cgroup_parent(&self) -> String {
+        self.netns.name.clone()
+    }
+
+    /// Kills and removes every container cgroup of this node (containers
+    /// outlive netd by design, so the lab must end them itself).
+    pub(crate) fn remove_cgroups(&self) {
+        let Ok(layout) = netd::runtime::cgroup::detect() else { return };
+        let parent = self.cgroup_parent();
+        for dir in layout.cgroup(&parent, "x").dirs.values() {
+            let Some(parent_dir) = dir.parent() else { continue };
+            if let Ok(entries) = std::fs::read_dir(parent_dir) {
+                for e in entries.flatten().filter(|e| e.path().is_dir()) {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    layout.cgroup(&parent, &name).remove();
+                }
+            }
+            let _ = std::fs::remove_dir(parent_dir);
+        }
     }
 
     /// A netd command in this node (own netns, UTS and mount namespaces),

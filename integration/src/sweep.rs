@@ -43,6 +43,7 @@ pub fn sweep() -> usize {
             removed += 1;
         }
     }
+    removed += sweep_cgroups();
     if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -52,6 +53,37 @@ pub fn sweep() -> usize {
         }
     }
     removed
+}
+
+/// Kills and removes the container cgroups of dead lab nodes (each node's
+/// netd puts its containers under a cgroup parent named after the node's
+/// namespace); returns how many parents it removed.
+fn sweep_cgroups() -> usize {
+    let Ok(layout) = netd::runtime::cgroup::detect() else { return 0 };
+    let mut parents = std::collections::BTreeSet::new();
+    for dir in layout.cgroup("probe", "x").dirs.values() {
+        let Some(own) = dir.parent().and_then(|p| p.parent()) else { continue };
+        if let Ok(entries) = std::fs::read_dir(own) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if stale(&name) {
+                    parents.insert(name);
+                }
+            }
+        }
+    }
+    for parent in &parents {
+        for dir in layout.cgroup(parent, "x").dirs.values() {
+            let Some(parent_dir) = dir.parent() else { continue };
+            if let Ok(entries) = std::fs::read_dir(parent_dir) {
+                for e in entries.flatten().filter(|e| e.path().is_dir()) {
+                    layout.cgroup(parent, &e.file_name().to_string_lossy()).remove();
+                }
+            }
+            let _ = std::fs::remove_dir(parent_dir);
+        }
+    }
+    parents.len()
 }
 
 #[cfg(test)]

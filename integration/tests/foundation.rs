@@ -175,7 +175,7 @@ fn bad_requests_leave_store_and_daemon_intact() {
         ("POST", "/networks/create", Some("\u{0}\u{1}binary"), 400),
         ("POST", "/networks/create", Some("{\"Name\":\"x\",\"Driver\":\"bridge\"}"), 501),
         ("GET", "/networks/0123456789ab", None, 404),
-        ("GET", "/containers/json", None, 404),
+        ("GET", "/plugins", None, 404),
         ("GET", "/v9.99/networks", None, 400),
         ("GET", "/v1.1/networks", None, 400),
         ("DELETE", "/networks/none", None, 403),

@@ -95,6 +95,9 @@ pub struct Flags {
     /// Node label key=value, reported by /info (repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// Parent cgroup (name) for containers [default: netd]
+    #[arg(long, value_name = "NAME")]
+    pub cgroup_parent: Option<String>,
 }
 
 /// The `--config` TOML file. Every key is optional; a key given as a flag too
@@ -122,6 +125,8 @@ pub struct FileConfig {
     /// Seconds that shutdown waits for open API connections to finish, 0..=300.
     /// Default 10.
     pub shutdown_timeout: Option<u64>,
+    /// Parent cgroup name for containers ([a-zA-Z0-9_.-]). Default `netd`.
+    pub cgroup_parent: Option<String>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -137,6 +142,7 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     pub reconcile_interval: Duration,
     pub shutdown_timeout: Duration,
+    pub cgroup_parent: String,
 }
 
 impl Config {
@@ -190,7 +196,12 @@ impl Config {
                 format!("{shutdown_timeout} is out of range: expected 0..=300 seconds"),
             );
         }
+        let cgroup_parent = flags.cgroup_parent.clone().or(file.cgroup_parent).unwrap_or_else(|| "netd".into());
+        if !crate::model::valid_name(&cgroup_parent) {
+            return invalid("cgroup-parent", format!("{cgroup_parent:?}: expected a name of [a-zA-Z0-9_.-]"));
+        }
         Ok(Config {
+            cgroup_parent,
             data_root,
             exec_root,
             sockets,

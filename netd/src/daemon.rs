@@ -36,6 +36,8 @@ pub enum DaemonError {
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
     Volume(#[from] crate::volume::VolumeError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::manager::RuntimeError),
     #[error("API socket: {0}")]
     Socket(#[from] SocketError),
     #[error(transparent)]
@@ -83,7 +85,7 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
 
     let store = Store::open(&config.data_root.join("netd.db"))?;
     let node_id = store.node_id()?;
-    let events = EventBus::default();
+    let events = Arc::new(EventBus::default());
     let now = jiff::Timestamp::now().to_string();
     for n in store.ensure_networks(NetworkRecord::predefined_set(&now))? {
         tracing::info!(network = %n.name, id = %n.id.short(), driver = n.driver.as_str(), "created pre-defined network");
@@ -107,6 +109,20 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
     }
 
     let volumes = crate::volume::VolumeStore::open(config.data_root.join("volumes"), store.clone())?;
+    let runtime = crate::runtime::manager::Runtime::new(
+        store.clone(),
+        images.clone(),
+        volumes.clone(),
+        events.clone(),
+        crate::runtime::manager::Paths {
+            data: config.data_root.join("containers"),
+            exec: config.exec_root.join("containers"),
+            cgroup_parent: config.cgroup_parent.clone(),
+            netd_exe: std::env::current_exe()
+                .map_err(|e| DaemonError::Dir { path: "/proc/self/exe".into(), source: e })?,
+        },
+    )?;
+    runtime.adopt().await?;
 
     let (reconcile, reconcile_task) =
         reconcile::spawn(store.clone(), links, config.reconcile_interval, stop.clone()).await;
@@ -117,6 +133,7 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
     }
     let ctx = Arc::new(Ctx {
         store,
+        runtime,
         images,
         volumes,
         events,

@@ -89,6 +89,11 @@ hex_id!(
     "image"
 );
 hex_id!(
+    /// Identifies a container.
+    ContainerId,
+    "container"
+);
+hex_id!(
     /// Identifies this node (the daemon instance), stable across restarts.
     NodeId,
     "node"

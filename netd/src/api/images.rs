@@ -142,9 +142,11 @@ pub(super) async fn by_name(
             let get = |k: &str| q.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str());
             let force = bool_param("force", get("force"))?;
             bool_param("noprune", get("noprune"))?;
+            let img = st.images.resolve(&rest)?;
+            let in_use = st.runtime.image_in_use(img.id.as_str())?;
             let images = st.images.clone();
             let name = rest.clone();
-            let items = tokio::task::spawn_blocking(move || images.remove(&name, force, false))
+            let items = tokio::task::spawn_blocking(move || images.remove(&name, force, in_use))
                 .await
                 .map_err(|e| ApiError::Internal(format!("image task failed: {e}")))??;
             let mut out = Vec::new();

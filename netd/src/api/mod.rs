@@ -3,6 +3,7 @@
 //! and stamps dockerd's headers on every response; handlers are thin and call
 //! into the store and the other subsystems.
 
+mod containers;
 mod error;
 mod events;
 pub mod filters;
@@ -38,9 +39,10 @@ use crate::sysinfo::HostFacts;
 #[derive(Debug)]
 pub struct Ctx {
     pub store: Store,
+    pub runtime: Arc<crate::runtime::manager::Runtime>,
     pub images: crate::image::ImageStore,
     pub volumes: crate::volume::VolumeStore,
-    pub events: EventBus,
+    pub events: Arc<EventBus>,
     pub config: Config,
     pub reconcile: ReconcileHandle,
     pub node_id: NodeId,
@@ -70,6 +72,18 @@ pub fn app(
         .route("/version", get(system::version))
         .route("/info", get(system::info))
         .route("/events", get(events::stream))
+        .route("/containers/json", get(containers::list))
+        .route("/containers/create", post(containers::create))
+        .route("/containers/{id}/json", get(containers::inspect))
+        .route("/containers/{id}/start", post(containers::start))
+        .route("/containers/{id}/stop", post(containers::stop))
+        .route("/containers/{id}/restart", post(containers::restart))
+        .route("/containers/{id}/kill", post(containers::kill))
+        .route("/containers/{id}/wait", post(containers::wait))
+        .route("/containers/{id}/logs", get(containers::logs))
+        .route("/containers/{id}/attach", post(containers::attach))
+        .route("/containers/{id}/top", get(containers::top))
+        .route("/containers/{id}", axum::routing::delete(containers::remove))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route("/images/{*rest}", get(images::by_name).delete(images::by_name))
@@ -90,7 +104,18 @@ pub fn app(
     tower::Layer::layer(&middleware::from_fn(version_layer), router)
 }
 
-async fn version_layer(mut req: Request, next: Next) -> Response {
+async fn version_layer(req: Request, next: Next) -> Response {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return route_versioned(req, next).await;
+    }
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let t = std::time::Instant::now();
+    let resp = route_versioned(req, next).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), micros = t.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+async fn route_versioned(mut req: Request, next: Next) -> Response {
     if !req.uri().path().starts_with("/v") {
         let mut resp = next.run(req).await;
         stamp(&mut resp);

@@ -49,6 +49,7 @@ pub(super) async fn version(State(st): State<AppState>) -> Json<Value> {
 
 pub(super) async fn info(State(st): State<AppState>) -> Result<Json<Value>, super::ApiError> {
     let networks = st.store.networks()?;
+    let containers = st.runtime.list().map_err(super::ApiError::from)?;
     let c = &st.config;
     let mut drivers: Vec<&str> =
         networks.iter().map(|n| n.driver).filter(|d| d.implemented()).map(|d| d.as_str()).collect();
@@ -64,7 +65,10 @@ pub(super) async fn info(State(st): State<AppState>) -> Result<Json<Value>, supe
     Ok(Json(json!({
         "ID": st.node_id.to_string(),
         "Name": st.host.hostname,
-        "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0,
+        "Containers": containers.len(),
+        "ContainersRunning": containers.iter().filter(|c| c.running()).count(),
+        "ContainersPaused": 0,
+        "ContainersStopped": containers.iter().filter(|c| !c.running()).count(),
         "Images": st.images.list().map(|l| l.len()).unwrap_or(0),
         "Driver": "",
         "DriverStatus": [],

@@ -49,12 +49,27 @@ async fn harness() -> Harness {
     let config = Config::merge(&Flags::default(), FileConfig::default()).unwrap();
     let images = crate::image::ImageStore::open(dir.path().join("images"), store.clone()).unwrap();
     let volumes = crate::volume::VolumeStore::open(dir.path().join("volumes"), store.clone()).unwrap();
+    let events = Arc::new(EventBus::default());
+    let runtime = crate::runtime::manager::Runtime::new(
+        store.clone(),
+        images.clone(),
+        volumes.clone(),
+        events.clone(),
+        crate::runtime::manager::Paths {
+            data: dir.path().join("containers"),
+            exec: dir.path().join("exec/containers"),
+            cgroup_parent: "netd-apitest".into(),
+            netd_exe: "/nonexistent/netd".into(),
+        },
+    )
+    .unwrap();
     let ctx = Arc::new(Ctx {
+        runtime,
         images,
         volumes,
         node_id: store.node_id().unwrap(),
         store,
-        events: EventBus::default(),
+        events,
         config,
         reconcile,
         host: HostFacts::read(),

@@ -50,12 +50,12 @@ pub(super) async fn list(State(st): State<AppState>, uri: Uri) -> Result<Json<Va
         .volumes
         .list()?
         .iter()
-        // No container uses a volume yet, so every volume is dangling.
         .filter(|v| {
+            let used = st.runtime.volume_users(&v.name).map(|u| !u.is_empty()).unwrap_or(true);
             f.any("name", |n| v.name.contains(n))
                 && f.get("label").iter().all(|l| label_matches(&v.labels, l))
                 && f.any("driver", |d| d == "local")
-                && f.any("dangling", |d| matches!(d, "true" | "1"))
+                && f.any("dangling", |d| matches!(d, "true" | "1") != used)
         })
         .map(|v| volume_json(&st, v))
         .collect();
@@ -108,9 +108,10 @@ pub(super) async fn remove(
 ) -> Result<Response, ApiError> {
     let q: RemoveQuery = query(&uri)?;
     bool_param("force", q.force.as_deref())?;
+    let users = st.runtime.volume_users(&name)?;
     let volumes = st.volumes.clone();
     let n = name.clone();
-    tokio::task::spawn_blocking(move || volumes.remove(&n, &[]))
+    tokio::task::spawn_blocking(move || volumes.remove(&n, &users))
         .await
         .map_err(|e| ApiError::Internal(format!("volume task failed: {e}")))??;
     st.events.publish(Event::now("volume", "destroy", &name, &[("driver", "local")]));
@@ -125,7 +126,9 @@ pub(super) async fn prune(State(st): State<AppState>, uri: Uri) -> Result<Json<V
     let mut deleted = Vec::new();
     let mut reclaimed = 0u64;
     for v in st.volumes.list()? {
-        let selected = (all || v.anonymous)
+        let used = !st.runtime.volume_users(&v.name)?.is_empty();
+        let selected = !used
+            && (all || v.anonymous)
             && f.get("label").iter().all(|l| label_matches(&v.labels, l))
             && !f.get("label!").iter().any(|l| label_matches(&v.labels, l));
         if selected {

@@ -5,8 +5,10 @@
 //! not done yet".
 
 pub mod cgroup;
+pub mod container;
 pub mod init;
 pub mod logfile;
+pub mod manager;
 pub mod mounts;
 pub mod resolve;
 pub mod shim;

@@ -84,7 +84,9 @@ pub fn main(dir: &Path) -> i32 {
             return 1;
         }
     };
-    let (report_r, report_w) = match nix::unistd::pipe() {
+    // Close-on-exec: the container must not inherit the report pipe (the
+    // first process reads it until the shim closes it).
+    let (report_r, report_w) = match cloexec_pipe() {
         Ok(p) => p,
         Err(e) => {
             println!("{}", serde_json::json!({ "error": format!("shim: pipe: {e}") }));
@@ -100,7 +102,7 @@ pub fn main(dir: &Path) -> i32 {
         Ok(nix::unistd::ForkResult::Parent { .. }) => {
             drop(report_w);
             let mut line = String::new();
-            let _ = std::fs::File::from(report_r).read_to_string(&mut line);
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(std::fs::File::from(report_r)), &mut line);
             print!("{line}");
             let _ = std::io::stdout().flush();
             if line.contains("\"pid\"") { 0 } else { 1 }

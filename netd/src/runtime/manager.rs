@@ -1,0 +1,654 @@
+//! The container manager: the netd side of the runtime. It validates and
+//! records containers, starts them through the shim, watches their exits
+//! (pidfd, then the shim's exit record), applies restart policies and
+//! auto-removal, and re-adopts running containers after a netd restart. State
+//! changes bump a generation counter that waiters (`wait`, attach, log follow)
+//! watch. Containers are serialized per operation by one async lock; waiting
+//! for an exit never holds it.
+
+use std::collections::BTreeMap;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, watch};
+
+use super::cgroup::{self, CgroupError};
+use super::container::{ContainerRecord, MountRecord, State, Status};
+use super::mounts::{self, Layout};
+use super::resolve;
+use super::shim::{self, ExitRecord, LaunchConfig};
+use super::spec::{ContainerSpec, MountKind, NetworkMode, RestartPolicy, check_name};
+use crate::events::{Event, EventBus};
+use crate::ids::ContainerId;
+use crate::image::{ImageError, ImageStore};
+use crate::store::{Store, StoreError};
+use crate::volume::{VolumeError, VolumeStore};
+
+/// A refused or failed container operation.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("No such container: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+type R<T> = Result<T, RuntimeError>;
+
+/// Where the runtime keeps things and how it names cgroups.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// `<data-root>/containers`: layers, logs, /etc files (persistent).
+    pub data: PathBuf,
+    /// `<exec-root>/containers`: shim state (runtime).
+    pub exec: PathBuf,
+    /// Cgroup parent name.
+    pub cgroup_parent: String,
+    /// The netd binary (runs `netd shim`).
+    pub netd_exe: PathBuf,
+}
+
+/// The container manager.
+#[derive(Debug)]
+pub struct Runtime {
+    store: Store,
+    images: ImageStore,
+    volumes: VolumeStore,
+    events: Arc<EventBus>,
+    paths: Paths,
+    cgroups: Result<cgroup::Layout, String>,
+    lock: Mutex<()>,
+    generation: watch::Sender<u64>,
+    /// Exit codes of recently removed containers, for `wait?condition=removed`
+    /// callers that only wake after the removal (bounded).
+    removed_exits: std::sync::Mutex<std::collections::VecDeque<(ContainerId, i32)>>,
+}
+
+fn internal(what: &str) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+    move |e| RuntimeError::Internal(format!("{what}: {e}"))
+}
+
+impl Runtime {
+    /// A manager over the given stores; call [`Runtime::adopt`] once at start.
+    pub fn new(
+        store: Store,
+        images: ImageStore,
+        volumes: VolumeStore,
+        events: Arc<EventBus>,
+        paths: Paths,
+    ) -> R<Arc<Runtime>> {
+        std::fs::create_dir_all(&paths.data).map_err(internal("create containers dir"))?;
+        std::fs::create_dir_all(&paths.exec).map_err(internal("create containers exec dir"))?;
+        let cgroups = cgroup::detect().map_err(|e| e.to_string());
+        Ok(Arc::new(Runtime {
+            store,
+            images,
+            volumes,
+            events,
+            paths,
+            cgroups,
+            lock: Mutex::new(()),
+            generation: watch::channel(0).0,
+            removed_exits: Default::default(),
+        }))
+    }
+
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn data_dir(&self, id: &ContainerId) -> PathBuf {
+        self.paths.data.join(id.as_str())
+    }
+
+    fn shim_dir(&self, id: &ContainerId) -> PathBuf {
+        self.paths.exec.join(id.as_str())
+    }
+
+    /// The json-file log of a container.
+    pub fn log_path(&self, id: &ContainerId) -> PathBuf {
+        self.data_dir(id).join(format!("{id}-json.log"))
+    }
+
+    fn event(&self, c: &ContainerRecord, action: &str, extra: &[(&str, &str)]) {
+        let mut attrs: Vec<(&str, &str)> = vec![("name", &c.name), ("image", &c.image)];
+        attrs.extend_from_slice(extra);
+        for (k, v) in &c.spec.labels {
+            attrs.push((k, v));
+        }
+        self.events.publish(Event::now("container", action, c.id.as_str(), &attrs));
+    }
+
+    /// All containers.
+    pub fn list(&self) -> R<Vec<ContainerRecord>> {
+        Ok(self.store.all::<ContainerRecord>()?)
+    }
+
+    /// Finds a container by full id, name (with or without `/`), or unique id prefix.
+    pub fn find(&self, key: &str) -> R<ContainerRecord> {
+        let all = self.list()?;
+        let name = key.strip_prefix('/').unwrap_or(key);
+        if let Some(c) = all.iter().find(|c| c.id.as_str() == key || c.name == name) {
+            return Ok(c.clone());
+        }
+        let hits: Vec<_> =
+            if key.is_empty() { vec![] } else { all.iter().filter(|c| c.id.as_str().starts_with(key)).collect() };
+        match hits.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(RuntimeError::NotFound(key.to_owned())),
+            _ => Err(RuntimeError::BadRequest(format!("multiple containers found with provided prefix: {key}"))),
+        }
+    }
+
+    fn save(&self, c: &ContainerRecord) -> R<()> {
+        self.store.put_all(std::slice::from_ref(c))?;
+        self.bump();
+        Ok(())
+    }
+
+    /// Host pids of a container's processes (from its cgroup).
+    pub fn pids(&self, c: &ContainerRecord) -> Vec<u32> {
+        match &self.cgroups {
+            Ok(layout) => layout.cgroup(&self.paths.cgroup_parent, c.id.as_str()).pids(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Whether any container uses the image.
+    pub fn image_in_use(&self, image_id: &str) -> R<bool> {
+        Ok(self.list()?.iter().any(|c| c.image_id.as_str() == image_id))
+    }
+
+    /// Containers using a volume.
+    pub fn volume_users(&self, name: &str) -> R<Vec<String>> {
+        Ok(self
+            .list()?
+            .iter()
+            .filter(|c| c.mounts.iter().any(|m| m.kind == MountKind::Volume && m.name == name))
+            .map(|c| c.name.clone())
+            .collect())
+    }
+
+    /// Creates a container (not started). Nothing is left behind on failure.
+    pub async fn create(self: &Arc<Self>, spec: ContainerSpec, name: Option<&str>) -> R<ContainerRecord> {
+        let _g = self.lock.lock().await;
+        let id = ContainerId::random();
+        let name = match name.filter(|n| !n.is_empty()) {
+            Some(n) => check_name(n).map_err(|e| RuntimeError::BadRequest(e.to_string()))?,
+            None => format!("netd_{}", &id.as_str()[..8]),
+        };
+        if let Some(other) = self.list()?.iter().find(|c| c.name == name) {
+            return Err(RuntimeError::Conflict(format!(
+                "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                other.id
+            )));
+        }
+        let image = self.images.resolve(&spec.image)?;
+        let rootfs = self.images.rootfs(&image.id);
+        let process = resolve::process(&spec, &image.config).map_err(RuntimeError::BadRequest)?;
+        let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+        let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+        let (uid, gid) = resolve::user_ids(&process.user, &passwd, &group).map_err(RuntimeError::BadRequest)?;
+        if let Err(e) = &self.cgroups
+            && spec.limits != Default::default()
+        {
+            return Err(RuntimeError::BadRequest(format!("resource limits cannot be enforced: {e}")));
+        }
+        if let Ok(layout) = &self.cgroups {
+            layout.limit_writes(&spec.limits)?;
+        }
+        let mut mounts = Vec::new();
+        for m in &spec.mounts {
+            if m.kind == MountKind::Bind {
+                let p = Path::new(&m.source);
+                if !p.exists() {
+                    return Err(RuntimeError::BadRequest(format!(
+                        "invalid mount config: bind source path does not exist: {}",
+                        m.source
+                    )));
+                }
+            }
+        }
+        let mut made_volumes = Vec::new();
+        let result = (|| {
+            for m in &spec.mounts {
+                let (name, source, file) = match m.kind {
+                    MountKind::Bind => (m.source.clone(), m.source.clone(), Path::new(&m.source).is_file()),
+                    MountKind::Volume => {
+                        let (v, new) = self.volumes.create(&m.source, "local", &BTreeMap::new(), BTreeMap::new())?;
+                        if new {
+                            made_volumes.push(v.name.clone());
+                        }
+                        let src = self.volumes.mountpoint(&v.name).display().to_string();
+                        (v.name, src, false)
+                    }
+                    MountKind::Tmpfs => (String::new(), String::new(), false),
+                };
+                mounts.push(MountRecord {
+                    kind: m.kind.clone(),
+                    name,
+                    source,
+                    target: m.target.clone(),
+                    read_only: m.read_only,
+                    tmpfs_size: m.tmpfs_size,
+                    file,
+                });
+            }
+            let hostname = if spec.hostname.is_empty() { id.short().to_owned() } else { spec.hostname.clone() };
+            let rec = ContainerRecord {
+                id: id.clone(),
+                name: name.clone(),
+                created: jiff::Timestamp::now().to_string(),
+                image: spec.image.clone(),
+                image_id: image.id.clone(),
+                args: process.args.clone(),
+                env: process.env.clone(),
+                cwd: process.cwd.clone(),
+                uid,
+                gid,
+                hostname,
+                mounts: mounts.clone(),
+                spec: spec.clone(),
+                state: State::default(),
+            };
+            self.prepare_dirs(&rec)?;
+            self.save(&rec)?;
+            Ok(rec)
+        })();
+        match result {
+            Ok(rec) => {
+                self.event(&rec, "create", &[]);
+                Ok(rec)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(self.data_dir(&id));
+                for v in made_volumes {
+                    let _ = self.volumes.remove(&v, &[]);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn prepare_dirs(&self, c: &ContainerRecord) -> R<()> {
+        let d = self.data_dir(&c.id);
+        for sub in ["upper", "work", "rootfs"] {
+            std::fs::create_dir_all(d.join(sub)).map_err(internal("create container dirs"))?;
+        }
+        let host = c.spec.network == NetworkMode::Host;
+        let hosts = if host {
+            std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+        } else {
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", c.hostname)
+        };
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        for (f, content) in [("hostname", format!("{}\n", c.hostname)), ("hosts", hosts), ("resolv.conf", resolv)] {
+            std::fs::write(d.join(f), content).map_err(internal("write /etc files"))?;
+        }
+        // Exists from creation on, so an attach made before start holds the
+        // file (and still reads it after --rm unlinks it).
+        std::fs::write(self.log_path(&c.id), b"").map_err(internal("create log file"))?;
+        Ok(())
+    }
+
+    fn launch_config(&self, c: &ContainerRecord, cgroup_dirs: Vec<PathBuf>) -> LaunchConfig {
+        let d = self.data_dir(&c.id);
+        let layout = Layout {
+            image_rootfs: self.images.rootfs(&c.image_id),
+            upper: d.join("upper"),
+            work: d.join("work"),
+            hostname_file: d.join("hostname"),
+            hosts_file: d.join("hosts"),
+            resolv_file: d.join("resolv.conf"),
+        };
+        let resolved: Vec<_> = c.mounts.iter().map(MountRecord::resolved).collect();
+        LaunchConfig {
+            id: c.id.to_string(),
+            rootfs: d.join("rootfs"),
+            ops: mounts::plan(&layout, c.spec.network, &resolved),
+            args: c.args.clone(),
+            env: c.env.clone(),
+            cwd: c.cwd.clone(),
+            uid: c.uid,
+            gid: c.gid,
+            hostname: if c.spec.network == NetworkMode::Host { String::new() } else { c.hostname.clone() },
+            network: c.spec.network,
+            cgroup_dirs,
+            log_path: self.log_path(&c.id),
+            log_max_bytes: super::logfile::DEFAULT_MAX_BYTES,
+            log_max_files: super::logfile::DEFAULT_MAX_FILES,
+        }
+    }
+
+    /// Starts a created or exited container. Returns false if it was running.
+    pub async fn start(self: &Arc<Self>, key: &str) -> R<bool> {
+        let g = self.lock.lock().await;
+        let c = self.find(key)?;
+        if c.running() {
+            return Ok(false);
+        }
+        match self.start_locked(c.clone()).await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                drop(g);
+                // As dockerd: a container that cannot start and should be
+                // removed on exit is removed now (the client waits for it).
+                if c.spec.auto_remove {
+                    let _ = self.remove(c.id.as_str(), true, true).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_locked(self: &Arc<Self>, mut c: ContainerRecord) -> R<ContainerRecord> {
+        if !self.images.rootfs(&c.image_id).exists() {
+            return Err(RuntimeError::Conflict(format!("the image of container {} ({}) was removed", c.name, c.image)));
+        }
+        let layout = self.cgroups.clone().map_err(|e| RuntimeError::Internal(format!("no usable cgroups: {e}")))?;
+        let parent = self.paths.cgroup_parent.clone();
+        let cg = layout.cgroup(&parent, c.id.as_str());
+        cg.remove();
+        let cg = layout.create(&parent, c.id.as_str(), &c.spec.limits)?;
+        let dir = self.shim_dir(&c.id);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(internal("create shim dir"))?;
+        // Fresh upper layer? No: a restarted container keeps its writes, as Docker's do.
+        let cfg = self.launch_config(&c, cg.dirs.values().cloned().collect());
+        let bytes = serde_json::to_vec(&cfg).map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        std::fs::write(dir.join(shim::LAUNCH_FILE), bytes).map_err(internal("write launch config"))?;
+        let exe = self.paths.netd_exe.clone();
+        let d2 = dir.clone();
+        let report = tokio::task::spawn_blocking(move || shim::spawn(&exe, &d2))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?
+            .map_err(RuntimeError::Internal)?;
+        let pid = match (report.pid, report.error) {
+            (Some(pid), _) => pid,
+            (None, err) => {
+                cg.remove();
+                let msg = err.unwrap_or_else(|| "the shim reported nothing".into());
+                c.state.error = msg.clone();
+                c.state.exit_code = if msg.contains("not found") {
+                    127
+                } else if msg.contains("ermission denied") {
+                    126
+                } else {
+                    128
+                };
+                let _ = self.save(&c);
+                return Err(RuntimeError::BadRequest(format!("failed to start container {}: {msg}", c.name)));
+            }
+        };
+        c.state.status = Status::Running;
+        c.state.pid = pid;
+        c.state.started_at = jiff::Timestamp::now().to_string();
+        c.state.error.clear();
+        c.state.stopped_by_user = false;
+        self.save(&c)?;
+        self.event(&c, "start", &[]);
+        tracing::info!(container = %c.name, id = %c.id.short(), pid, "container started");
+        self.watch(c.id.clone(), pid);
+        Ok(c)
+    }
+
+    /// Waits for the process `pid` of container `id` to end, then records it.
+    fn watch(self: &Arc<Self>, id: ContainerId, pid: i32) {
+        let rt = self.clone();
+        tokio::spawn(async move {
+            wait_pid(pid).await;
+            rt.on_exit(&id, pid).await;
+        });
+    }
+
+    async fn on_exit(self: &Arc<Self>, id: &ContainerId, pid: i32) {
+        let exit_file = self.shim_dir(id).join(shim::EXIT_FILE);
+        let mut exit: Option<ExitRecord> = None;
+        for _ in 0..100 {
+            if let Ok(b) = std::fs::read(&exit_file) {
+                exit = serde_json::from_slice(&b).ok();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let g = self.lock.lock().await;
+        let Ok(mut c) = self.find(id.as_str()) else { return };
+        if c.state.pid != pid || !c.running() {
+            return;
+        }
+        let exit = exit.unwrap_or_else(|| ExitRecord {
+            code: 255,
+            signal: None,
+            finished_at: jiff::Timestamp::now().to_string(),
+        });
+        c.state.status = Status::Exited;
+        c.state.pid = 0;
+        c.state.exit_code = exit.code;
+        c.state.finished_at = exit.finished_at.clone();
+        c.state.exits += 1;
+        if let Ok(layout) = &self.cgroups {
+            layout.cgroup(&self.paths.cgroup_parent, id.as_str()).remove();
+        }
+        if let Err(e) = self.save(&c) {
+            tracing::error!(container = %c.name, error = %e, "cannot record exit");
+        }
+        self.event(&c, "die", &[("exitCode", &exit.code.to_string())]);
+        tracing::info!(container = %c.name, code = exit.code, "container exited");
+        let restart = !c.state.stopped_by_user
+            && match c.spec.restart {
+                RestartPolicy::No => false,
+                RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+                RestartPolicy::OnFailure { max_retries } => {
+                    exit.code != 0 && (max_retries == 0 || c.state.restart_count < max_retries)
+                }
+            };
+        if restart {
+            let delay = Duration::from_millis(100u64 << c.state.restart_count.min(8));
+            c.state.restart_count += 1;
+            c.state.status = Status::Restarting;
+            let _ = self.save(&c);
+            drop(g);
+            let rt = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _g = rt.lock.lock().await;
+                if let Ok(c) = rt.find(c.id.as_str())
+                    && c.state.status == Status::Restarting
+                {
+                    match rt.start_locked(c.clone()).await {
+                        Ok(c) => rt.event(&c, "restart", &[]),
+                        Err(e) => {
+                            tracing::warn!(container = %c.name, error = %e, "restart failed");
+                            let mut c = c;
+                            c.state.status = Status::Exited;
+                            c.state.error = e.to_string();
+                            let _ = rt.save(&c);
+                        }
+                    }
+                }
+            });
+        } else if c.spec.auto_remove {
+            drop(g);
+            if let Err(e) = self.remove(c.id.as_str(), true, true).await {
+                tracing::warn!(container = %c.name, error = %e, "auto-remove failed");
+            }
+        }
+    }
+
+    /// Sends a signal to a running container.
+    pub async fn kill(self: &Arc<Self>, key: &str, signal: i32) -> R<()> {
+        let c = self.find(key)?;
+        if !c.running() || c.state.pid <= 0 {
+            return Err(RuntimeError::Conflict(format!("Container {} is not running", c.id)));
+        }
+        let sig = nix::sys::signal::Signal::try_from(signal)
+            .map_err(|_| RuntimeError::BadRequest(format!("invalid signal: {signal}")))?;
+        if signal == 9 || c.spec.restart == RestartPolicy::No {
+            // An explicit kill is a user stop for restart policies, as Docker does.
+            let _g = self.lock.lock().await;
+            if let Ok(mut c) = self.find(key) {
+                c.state.stopped_by_user = true;
+                let _ = self.save(&c);
+            }
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.state.pid), sig)
+            .map_err(|e| RuntimeError::Internal(format!("kill: {e}")))?;
+        self.event(&c, "kill", &[("signal", &signal.to_string())]);
+        Ok(())
+    }
+
+    /// The exit code a removed container had, if it was removed recently.
+    pub fn removed_exit_code(&self, id: &ContainerId) -> Option<i32> {
+        let r = self.removed_exits.lock().unwrap_or_else(|p| p.into_inner());
+        r.iter().rev().find(|(x, _)| x == id).map(|(_, c)| *c)
+    }
+
+    /// Waits until `pred` holds for the container (or it is gone: `None`).
+    pub async fn wait_for(
+        &self,
+        id: &ContainerId,
+        pred: impl Fn(Option<&ContainerRecord>) -> bool,
+    ) -> Option<ContainerRecord> {
+        let mut rx = self.generation.subscribe();
+        loop {
+            let c = self.store.get::<ContainerRecord>(id.as_str()).ok().flatten();
+            if pred(c.as_ref()) {
+                return c;
+            }
+            if rx.changed().await.is_err() {
+                return c;
+            }
+        }
+    }
+
+    /// Stops a container: its stop signal, then SIGKILL after `timeout` s.
+    /// Returns false if it was not running.
+    pub async fn stop(self: &Arc<Self>, key: &str, timeout: Option<u32>) -> R<bool> {
+        let c = {
+            let _g = self.lock.lock().await;
+            let mut c = self.find(key)?;
+            if !c.running() {
+                return Ok(false);
+            }
+            c.state.stopped_by_user = true;
+            if c.state.status == Status::Restarting {
+                c.state.status = Status::Exited;
+                self.save(&c)?;
+                return Ok(true);
+            }
+            self.save(&c)?;
+            c
+        };
+        let pid = nix::unistd::Pid::from_raw(c.state.pid);
+        let sig = nix::sys::signal::Signal::try_from(c.spec.stop_signal).unwrap_or(nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(pid, sig);
+        let t = timeout.unwrap_or(c.spec.stop_timeout);
+        let exits = c.state.exits;
+        let done = |x: Option<&ContainerRecord>| x.is_none_or(|x| x.state.exits > exits || !x.running());
+        let stopped = tokio::time::timeout(Duration::from_secs(t.into()), self.wait_for(&c.id, done)).await;
+        if stopped.is_err() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.wait_for(&c.id, done)).await;
+        }
+        self.event(&c, "stop", &[]);
+        Ok(true)
+    }
+
+    /// Removes a container (`force` stops a running one first).
+    pub async fn remove(self: &Arc<Self>, key: &str, force: bool, volumes: bool) -> R<()> {
+        let c = self.find(key)?;
+        if c.running() {
+            if !force {
+                return Err(RuntimeError::Conflict(format!(
+                    "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                    c.id
+                )));
+            }
+            self.stop(c.id.as_str(), Some(0)).await?;
+        }
+        let _g = self.lock.lock().await;
+        let c = self.find(c.id.as_str())?;
+        if c.running() {
+            return Err(RuntimeError::Conflict(format!("container {} is still running", c.id)));
+        }
+        if let Ok(layout) = &self.cgroups {
+            layout.cgroup(&self.paths.cgroup_parent, c.id.as_str()).remove();
+        }
+        {
+            let mut r = self.removed_exits.lock().unwrap_or_else(|p| p.into_inner());
+            if r.len() >= 256 {
+                r.pop_front();
+            }
+            r.push_back((c.id.clone(), c.state.exit_code));
+        }
+        self.store.remove::<ContainerRecord>(c.id.as_str())?;
+        self.bump();
+        let _ = std::fs::remove_dir_all(self.data_dir(&c.id));
+        let _ = std::fs::remove_dir_all(self.shim_dir(&c.id));
+        if volumes {
+            for m in c.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+                if let Ok(v) = self.volumes.get(&m.name)
+                    && v.anonymous
+                {
+                    let _ = self.volumes.remove(&m.name, &[]);
+                }
+            }
+        }
+        self.event(&c, "destroy", &[]);
+        Ok(())
+    }
+
+    /// At start: containers recorded as running are re-adopted if their
+    /// process lives, else marked exited with what the shim recorded.
+    pub async fn adopt(self: &Arc<Self>) -> R<()> {
+        for c in self.list()? {
+            if !c.running() {
+                continue;
+            }
+            let alive = c.state.pid > 0
+                && Path::new(&format!("/proc/{}", c.state.pid)).exists()
+                && !self.shim_dir(&c.id).join(shim::EXIT_FILE).exists();
+            if alive {
+                tracing::info!(container = %c.name, pid = c.state.pid, "re-adopted running container");
+                self.watch(c.id.clone(), c.state.pid);
+            } else {
+                self.on_exit(&c.id, c.state.pid).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves when process `pid` has exited (pidfd; polling if unavailable).
+async fn wait_pid(pid: i32) {
+    // SAFETY: pidfd_open has no memory arguments; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd >= 0 {
+        // SAFETY: the kernel just returned this new descriptor to us.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: `owned` is a valid open pidfd that the AsyncFd owns until it is dropped.
+        let registered =
+            unsafe { tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) };
+        if let Ok(afd) = registered {
+            let _ = afd.readable().await;
+            return;
+        }
+    }
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
