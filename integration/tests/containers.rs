@@ -71,8 +71,23 @@ fn docker_run_ps_logs_stop_rm() {
     assert_eq!(inspect[0]["State"]["Running"], true);
     assert_eq!(inspect[0]["Config"]["Hostname"], &id.trim()[..12]);
 
+    // exec: inside the running container's namespaces, exit codes carried.
+    assert_eq!(ok(docker(n, &["exec", "x", "cat", "/etc/hostname"]).unwrap()).trim(), &id.trim()[..12]);
+    let procs = ok(docker(n, &["exec", "x", "sh", "-c", "set -- /proc/[0-9]*; echo $#; echo $$"]).unwrap());
+    let lines: Vec<&str> = procs.lines().collect();
+    assert!(lines[0].parse::<u32>().unwrap() <= 4, "container processes only: {procs}");
+    assert!(lines[1].parse::<u32>().unwrap() < 100, "pid inside the container's pid namespace: {procs}");
+    let code = docker(n, &["exec", "x", "sh", "-c", "echo to-err >&2; exit 4"]).unwrap();
+    assert_eq!(code.status.code(), Some(4), "{}", text(&code));
+    assert_eq!(String::from_utf8_lossy(&code.stderr), "to-err\n");
+    let missing = docker(n, &["exec", "x", "no-such-cmd"]).unwrap();
+    assert_eq!(missing.status.code(), Some(127), "{}", text(&missing));
+    let user = ok(docker(n, &["exec", "-u", "nobody", "x", "id", "-u"]).unwrap());
+    assert_eq!(user.trim(), "65534");
     let t = Instant::now();
     ok(docker(n, &["stop", "-t", "1", "x"]).unwrap());
+    let stopped = docker(n, &["exec", "x", "true"]).unwrap();
+    assert!(!stopped.status.success() && text(&stopped).contains("is not running"), "{}", text(&stopped));
     assert!(t.elapsed() < Duration::from_secs(6), "stop escalates to SIGKILL after -t");
     let ps = ok(docker(n, &["ps", "-a"]).unwrap());
     assert!(ps.lines().any(|l| l.contains("Exited (137)") && l.ends_with(" x")), "sh as pid 1 ignores TERM: {ps}");

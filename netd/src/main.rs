@@ -11,7 +11,17 @@ fn main() -> ExitCode {
     // `netd shim DIR`: the per-container process. Dispatched before anything
     // else, while this process is still single-threaded (it clones namespaces).
     let mut args = std::env::args_os();
-    if args.nth(1).is_some_and(|a| a == "shim") {
+    let first = args.nth(1);
+    if first.as_deref().is_some_and(|a| a == "nsexec") {
+        return match args.next().and_then(|a| a.into_string().ok()) {
+            Some(json) => ExitCode::from(netd::runtime::nsexec::main(&json).clamp(0, 255) as u8),
+            None => {
+                eprintln!("netd: usage: netd nsexec JSON");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if first.is_some_and(|a| a == "shim") {
         return match args.next() {
             Some(dir) => ExitCode::from(netd::runtime::shim::main(std::path::Path::new(&dir)) as u8),
             None => {

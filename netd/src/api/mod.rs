@@ -6,6 +6,7 @@
 mod containers;
 mod error;
 mod events;
+mod exec;
 pub mod filters;
 mod images;
 mod networks;
@@ -84,6 +85,9 @@ pub fn app(
         .route("/containers/{id}/attach", post(containers::attach))
         .route("/containers/{id}/top", get(containers::top))
         .route("/containers/{id}", axum::routing::delete(containers::remove))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/json", get(exec::inspect))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route("/images/{*rest}", get(images::by_name).delete(images::by_name))

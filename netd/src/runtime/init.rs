@@ -150,6 +150,11 @@ fn find_program(arg0: &str, env: &[String]) -> Result<CString, String> {
     Err(not_found())
 }
 
+/// [`find_program`] for `netd nsexec`.
+pub(super) fn find_program_pub(arg0: &str, env: &[String]) -> Result<CString, String> {
+    find_program(arg0, env)
+}
+
 fn setup(cfg: &LaunchConfig, out_w: i32, err_w: i32, go_r: i32) -> Result<(), String> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
     let mut b = [0u8; 1];

@@ -76,6 +76,20 @@ pub struct Runtime {
     /// Exit codes of recently removed containers, for `wait?condition=removed`
     /// callers that only wake after the removal (bounded).
     removed_exits: std::sync::Mutex<std::collections::VecDeque<(ContainerId, i32)>>,
+    /// Exec instances (in memory, as dockerd keeps them).
+    execs: std::sync::Mutex<BTreeMap<String, ExecRecord>>,
+}
+
+/// One `docker exec` instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecRecord {
+    pub id: String,
+    pub container: ContainerId,
+    pub config: super::nsexec::ExecConfig,
+    pub user: String,
+    pub running: bool,
+    pub exit_code: Option<i32>,
+    pub pid: i32,
 }
 
 fn internal(what: &str) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
@@ -104,6 +118,7 @@ impl Runtime {
             lock: Mutex::new(()),
             generation: watch::channel(0).0,
             removed_exits: Default::default(),
+            execs: Default::default(),
         }))
     }
 
@@ -509,6 +524,102 @@ impl Runtime {
             .map_err(|e| RuntimeError::Internal(format!("kill: {e}")))?;
         self.event(&c, "kill", &[("signal", &signal.to_string())]);
         Ok(())
+    }
+
+    /// Prepares a process to run in a running container (`docker exec`).
+    pub fn exec_create(&self, key: &str, args: Vec<String>, env: &[String], cwd: &str, user: &str) -> R<ExecRecord> {
+        let c = self.find(key)?;
+        if c.state.status != Status::Running || c.state.pid <= 0 {
+            return Err(RuntimeError::Conflict(format!("Container {} is not running", c.id)));
+        }
+        if args.is_empty() {
+            return Err(RuntimeError::BadRequest("no exec command specified".into()));
+        }
+        if let Some(e) = env.iter().find(|e| e.is_empty() || e.starts_with('=') || e.contains('\0')) {
+            return Err(RuntimeError::BadRequest(format!("invalid environment variable {e:?}: not KEY=VALUE")));
+        }
+        if !cwd.is_empty() && !cwd.starts_with('/') {
+            return Err(RuntimeError::BadRequest(format!("the working directory {cwd:?} is not an absolute path")));
+        }
+        let (uid, gid) = if user.is_empty() {
+            (c.uid, c.gid)
+        } else {
+            let root = format!("/proc/{}/root/etc", c.state.pid);
+            let passwd = std::fs::read_to_string(format!("{root}/passwd")).unwrap_or_default();
+            let group = std::fs::read_to_string(format!("{root}/group")).unwrap_or_default();
+            resolve::user_ids(user, &passwd, &group).map_err(RuntimeError::BadRequest)?
+        };
+        let mut all_env = c.env.clone();
+        for e in env {
+            let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+            all_env.retain(|x| x.split_once('=').map_or(x.as_str(), |(k, _)| k) != key);
+            all_env.push(e.clone());
+        }
+        let cgroup_dirs = match &self.cgroups {
+            Ok(layout) => layout.cgroup(&self.paths.cgroup_parent, c.id.as_str()).dirs.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        let rec = ExecRecord {
+            id: ContainerId::random().to_string(),
+            container: c.id.clone(),
+            config: super::nsexec::ExecConfig {
+                pid: c.state.pid,
+                cgroup_dirs,
+                args,
+                env: all_env,
+                cwd: if cwd.is_empty() { c.cwd.clone() } else { cwd.to_owned() },
+                uid,
+                gid,
+            },
+            user: user.to_owned(),
+            running: false,
+            exit_code: None,
+            pid: 0,
+        };
+        let mut execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
+        execs.retain(|_, e| e.running || e.exit_code.is_none());
+        if execs.len() >= 1024 {
+            return Err(RuntimeError::Conflict("too many pending exec instances".into()));
+        }
+        execs.insert(rec.id.clone(), rec.clone());
+        Ok(rec)
+    }
+
+    /// An exec instance by id.
+    pub fn exec_get(&self, id: &str) -> R<ExecRecord> {
+        let execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
+        execs.get(id).cloned().ok_or_else(|| RuntimeError::NotFound(format!("exec instance {id}")))
+    }
+
+    /// Starts an exec instance: spawns `netd nsexec` with piped output.
+    pub fn exec_spawn(&self, id: &str) -> R<tokio::process::Child> {
+        let mut execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
+        let e = execs.get_mut(id).ok_or_else(|| RuntimeError::NotFound(format!("exec instance {id}")))?;
+        if e.running || e.exit_code.is_some() {
+            return Err(RuntimeError::Conflict(format!("exec instance {id} has already been started")));
+        }
+        let json = serde_json::to_string(&e.config).map_err(|x| RuntimeError::Internal(x.to_string()))?;
+        let child = tokio::process::Command::new(&self.paths.netd_exe)
+            .arg("nsexec")
+            .arg(json)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|x| RuntimeError::Internal(format!("cannot run the exec helper: {x}")))?;
+        e.running = true;
+        e.pid = child.id().map(|p| p as i32).unwrap_or(0);
+        Ok(child)
+    }
+
+    /// Records how an exec instance ended.
+    pub fn exec_finished(&self, id: &str, code: i32) {
+        let mut execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = execs.get_mut(id) {
+            e.running = false;
+            e.exit_code = Some(code);
+        }
     }
 
     /// The exit code a removed container had, if it was removed recently.
