@@ -99,6 +99,46 @@ impl Client {
         self.decode(status, bytes)
     }
 
+    /// Sends a request and hands each chunk of a successful answer's body to
+    /// `on_chunk` as it arrives (streams: logs, exec output).
+    pub async fn stream(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        mut on_chunk: impl FnMut(&[u8]),
+    ) -> Result<(), ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect { host: self.host.clone(), source })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| self.protocol(e))?;
+        tokio::spawn(conn);
+        let mut req = Request::builder().method(method).uri(path).header("host", "netd");
+        let payload = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(v).map_err(|e| self.protocol(e))?)
+            }
+            None => Bytes::new(),
+        };
+        let req = req.body(Full::new(payload)).map_err(|e| self.protocol(e))?;
+        let resp = sender.send_request(req).await.map_err(|e| self.protocol(e))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await.map_err(|e| self.protocol(e))?.to_bytes();
+            return self.decode(status, bytes).map(|_| ());
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.protocol(e))?;
+            if let Ok(data) = frame.into_data() {
+                on_chunk(&data);
+            }
+        }
+        Ok(())
+    }
+
     /// Decodes an answer: JSON on success, [`ClientError::Api`] otherwise.
     pub fn decode(&self, status: StatusCode, bytes: Bytes) -> Result<Value, ClientError> {
         if !status.is_success() {

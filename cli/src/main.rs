@@ -3,6 +3,7 @@
 //! with `--format json`. Failures print one line and exit 1.
 
 mod client;
+mod containers;
 mod table;
 
 use std::process::ExitCode;
@@ -27,7 +28,7 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     Table,
     Json,
 }
@@ -47,6 +48,8 @@ enum Command {
     /// Manage volumes
     #[command(subcommand)]
     Volume(VolumeCmd),
+    #[command(flatten)]
+    Container(Box<containers::Cmd>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,7 +166,7 @@ enum NetworkCmd {
     },
 }
 
-fn path_escape(s: &str) -> String {
+pub(crate) fn path_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
@@ -186,15 +189,15 @@ fn filters_query(pairs: &[String]) -> anyhow::Result<String> {
     Ok(format!("?filters={}", path_escape(&Value::Object(m).to_string())))
 }
 
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+pub(crate) fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or("")
 }
 
-fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<i32> {
     let c = Client::new(&cli.host)?;
     let json_out = cli.format == Format::Json;
     match cli.command {
@@ -202,7 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let v = c.get("/version").await;
             if json_out {
                 print_json(&json!({ "Client": { "Version": env!("CARGO_PKG_VERSION") }, "Server": v? }));
-                return Ok(());
+                return Ok(0);
             }
             println!("Client:\n Version:       {}", env!("CARGO_PKG_VERSION"));
             let v = v?;
@@ -218,7 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let v = c.get("/info").await?;
             if json_out {
                 print_json(&v);
-                return Ok(());
+                return Ok(0);
             }
             let r = &v["Netd"]["Reconcile"];
             let drivers = v["Plugins"]["Network"]
@@ -263,8 +266,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Network(cmd) => network(&c, cmd, json_out).await?,
         Command::Image(cmd) => image(&c, cmd, json_out).await?,
         Command::Volume(cmd) => volume(&c, cmd, json_out).await?,
+        Command::Container(cmd) => return containers::run(&c, *cmd, cli.format).await,
     }
-    Ok(())
+    Ok(0)
 }
 
 async fn network(c: &Client, cmd: NetworkCmd, json_out: bool) -> anyhow::Result<()> {
@@ -523,7 +527,7 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("netctl: {e}");
             ExitCode::FAILURE

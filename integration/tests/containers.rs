@@ -272,3 +272,67 @@ fn bad_container_input_changes_nothing() {
     assert_eq!(std::fs::read_dir(&data).map(|d| d.count()).unwrap_or(0), 0, "no container directories left");
     assert!(n.ping());
 }
+
+#[test]
+fn netctl_container_verbs_and_restart_policy() {
+    if !require_root("netctl_container_verbs_and_restart_policy") {
+        return;
+    }
+    let lab = Lab::new(1).unwrap();
+    let n = lab.node(0);
+    n.start_netd(&[]).unwrap();
+    let out =
+        n.netctl(&["run", "--rm", "-e", "WHO=netctl", "busybox", "sh", "-c", "echo hello $WHO; echo oops >&2; exit 6"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello netctl\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    assert_eq!(ok(n.netctl(&["ps", "-a", "-q"])).trim(), "", "--rm removed it");
+
+    let id = ok(n.netctl(&["run", "-d", "--name", "svc", "busybox", "sh", "-c", "echo ready; sleep 300"]));
+    assert_eq!(id.trim().len(), 64);
+    let ps = ok(n.netctl(&["ps"]));
+    assert!(ps.contains("svc") && ps.contains("Up "), "{ps}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ok(n.netctl(&["logs", "svc"])).contains("ready") {
+        assert!(Instant::now() < deadline, "no output in logs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = n.netctl(&["exec", "svc", "sh", "-c", "cat /etc/hostname; exit 2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), &id.trim()[..12]);
+    let v: Value = serde_json::from_str(&ok(n.netctl(&["inspect", "svc"]))).unwrap();
+    assert_eq!(v[0]["State"]["Status"], "running");
+    ok(n.netctl(&["kill", "-s", "TERM", "svc"]));
+    ok(n.netctl(&["stop", "-t", "1", "svc"]));
+    assert_eq!(ok(n.netctl(&["wait", "svc"])).trim(), "137");
+    ok(n.netctl(&["rm", "svc"]));
+    let gone = n.netctl(&["rm", "svc"]);
+    assert!(!gone.status.success() && text(&gone).contains("No such container: svc"));
+
+    // --restart on-failure:2 restarts a failing container twice, then stops.
+    ok(n.netctl(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo try; exit 3",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v: Value = serde_json::from_str(&ok(n.netctl(&["inspect", "flaky"]))).unwrap();
+        if v[0]["RestartCount"] == 2 && v[0]["State"]["Status"] == "exited" {
+            assert_eq!(v[0]["State"]["ExitCode"], 3);
+            break;
+        }
+        assert!(Instant::now() < deadline, "restart policy not applied: {}", v[0]["State"]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = ok(n.netctl(&["logs", "flaky"]));
+    assert_eq!(logs.matches("try").count(), 3, "first run and two restarts: {logs}");
+    ok(n.netctl(&["rm", "flaky"]));
+}
