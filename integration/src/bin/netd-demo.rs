@@ -46,14 +46,34 @@ fn run(args: Args) -> anyhow::Result<()> {
         show(&format!("netctl -H {} info", n.host()), n.netctl(&["info"]));
         show("netctl network ls", n.netctl(&["network", "ls"]));
     }
-    if let Some(out) = lab.node(0).docker(&["network", "inspect", "none"]) {
-        show(&format!("docker -H {} network inspect none", lab.node(0).host()), out);
-    }
+    let n0 = lab.node(0);
+    println!("==================== a container on {} ====================", n0.name);
+    show(
+        "netctl run -d --name hello --memory 64m busybox sh -c 'echo hello from $(hostname); sleep 3600'",
+        n0.netctl(&[
+            "run",
+            "-d",
+            "--name",
+            "hello",
+            "--memory",
+            "64m",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hello from $(hostname); sleep 3600",
+        ]),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    show("netctl ps", n0.netctl(&["ps"]));
+    show("netctl logs hello", n0.netctl(&["logs", "hello"]));
+    show("netctl exec hello ps", n0.netctl(&["exec", "hello", "ps"]));
+    show("netctl image ls", n0.netctl(&["image", "ls"]));
     println!("Try it yourself while the lab is up:");
     for n in lab.nodes() {
         println!("  {} network ls -H {}", netctl.display(), n.host());
     }
-    println!("  docker -H {} info", lab.node(0).host());
+    println!("  docker -H {} run --rm busybox echo hi", lab.node(0).host());
+    println!("  docker -H {} exec hello cat /etc/hostname", lab.node(0).host());
     println!("  ip netns exec {} ip -br addr", lab.node(0).netns.name);
     println!("  tail -f {}", lab.node(0).log_path().display());
     if args.duration > 0 {
@@ -69,7 +89,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             anyhow::Ok(())
         })?;
     }
-    println!("\nTearing down...");
+    println!("\nTearing down (containers outlive netd by design, so the lab stops them)...");
     drop(lab);
     println!("lab removed");
     Ok(())
