@@ -208,6 +208,39 @@ fn containers_survive_a_netd_crash_and_are_adopted() {
     assert_eq!(v[0]["State"]["ExitCode"], 3, "the adopted container got TERM and its exit was recorded");
     assert!(n.log().contains("re-adopted running container"));
     ok(docker(n, &["rm", "long", "short"]).unwrap());
+
+    // A graceful stop (SIGTERM) of netd leaves containers running too.
+    ok(docker(n, &["run", "-d", "--name", "calm", "busybox", "sleep", "300"]).unwrap());
+    let calm = pid("calm");
+    n.stop_netd().unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{calm}")).exists(), "SIGTERM to netd keeps containers");
+    n.start_netd(&[]).unwrap();
+    assert_eq!(pid("calm"), calm);
+    ok(docker(n, &["rm", "-f", "calm"]).unwrap());
+    assert!(
+        !std::path::Path::new(&format!("/proc/{calm}")).exists() || {
+            std::thread::sleep(Duration::from_millis(200));
+            !std::path::Path::new(&format!("/proc/{calm}")).exists()
+        }
+    );
+}
+
+#[test]
+fn host_and_none_networks() {
+    if !require_root("host_and_none_networks") {
+        return;
+    }
+    let lab = Lab::new(1).unwrap();
+    let n = lab.node(0);
+    n.start_netd(&[]).unwrap();
+    let Some(out) = docker(n, &["run", "--rm", "--network", "host", "busybox", "ip", "-o", "addr"]) else { return };
+    let host = ok(out);
+    assert!(host.contains(&n.addr.to_string()), "host network sees the node's eth0 address: {host}");
+    let none = ok(docker(n, &["run", "--rm", "--network", "none", "busybox", "ip", "-o", "link"]).unwrap());
+    assert_eq!(none.lines().count(), 1, "none: loopback only: {none}");
+    assert!(none.contains("lo:"), "{none}");
+    let bridge = docker(n, &["run", "--rm", "--network", "bridge", "busybox", "true"]).unwrap();
+    assert!(!bridge.status.success() && text(&bridge).contains("not supported yet"), "{}", text(&bridge));
 }
 
 #[test]
