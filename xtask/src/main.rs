@@ -39,7 +39,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark (release build): api
+    /// Run a benchmark (release build): api, runtime
     Bench {
         name: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -231,9 +231,17 @@ fn main() -> Result<()> {
         }
         Task::Bench { name, args } => {
             setup()?;
-            let known = ["api"];
+            let known = ["api", "runtime"];
             if !known.contains(&name.as_str()) {
                 bail!("unknown benchmark {name:?}; known: {}", known.join(", "));
+            }
+            if name == "runtime" {
+                // The peers this benchmark compares against (Debian's runc and crun).
+                let missing: Vec<&str> = ["runc", "crun"].into_iter().filter(|p| !installed(p)).collect();
+                if !missing.is_empty() {
+                    eprintln!("setup: installing {} for the runtime benchmark", missing.join(" "));
+                    quiet(apt().args(["-qq", "install", "-y", "--no-install-recommends"]).args(&missing))?;
+                }
             }
             let bin = build_bins(true)?;
             run(Command::new(bin.join("netd-bench")).arg(&name).args(args))

@@ -37,6 +37,17 @@ enum Cmd {
         #[arg(long, default_value_t = 7)]
         rounds: usize,
     },
+    /// busybox `true`: create, start, exit, delete through netd's API vs an
+    /// OCI runtime from Debian on the same rootfs
+    Runtime {
+        /// A/B rounds (at least 20)
+        #[arg(long, default_value_t = 21)]
+        rounds: usize,
+        /// The OCI runtime to compare with: runc, or crun (crun 1.8 refuses
+        /// hybrid cgroup hosts such as the project's machines)
+        #[arg(long, default_value = "runc")]
+        peer: String,
+    },
     /// The floor server (internal)
     #[command(hide = true)]
     Floor {
@@ -260,6 +271,146 @@ fn api(connections: usize, requests: usize, rounds: usize) -> Result<()> {
     Ok(())
 }
 
+/// One request on a fresh connection; returns (status, body).
+async fn call(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Bytes)> {
+    let stream = tokio::net::UnixStream::connect(socket).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header("host", "netd");
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.into_body().collect().await?.to_bytes()))
+}
+
+/// create -> start -> wait -> delete of `busybox true` through the API.
+async fn netd_cycle(socket: &Path) -> Result<Duration> {
+    let t = Instant::now();
+    let (s, b) = call(
+        socket,
+        "POST",
+        "/containers/create",
+        Some(r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"NetworkMode":"none"}}"#),
+    )
+    .await?;
+    if s != 201 {
+        bail!("create: {s} {}", String::from_utf8_lossy(&b));
+    }
+    let id = serde_json::from_slice::<serde_json::Value>(&b)?["Id"].as_str().context("id")?.to_owned();
+    let (s, b) = call(socket, "POST", &format!("/containers/{id}/start"), None).await?;
+    if s != 204 {
+        bail!("start: {s} {}", String::from_utf8_lossy(&b));
+    }
+    let (s, b) = call(socket, "POST", &format!("/containers/{id}/wait"), None).await?;
+    if s != 200 || serde_json::from_slice::<serde_json::Value>(&b)?["StatusCode"] != 0 {
+        bail!("wait: {s} {}", String::from_utf8_lossy(&b));
+    }
+    let (s, _) = call(socket, "DELETE", &format!("/containers/{id}"), None).await?;
+    if s != 204 {
+        bail!("delete: {s}");
+    }
+    Ok(t.elapsed())
+}
+
+fn runtime(rounds: usize, peer: &str) -> Result<()> {
+    if !["runc", "crun"].contains(&peer) {
+        bail!("unknown peer {peer:?}: runc or crun");
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the runtime benchmark runs containers and needs root");
+    }
+    if rounds < 20 {
+        bail!("at least 20 rounds are needed");
+    }
+    let lab = Lab::new(1)?;
+    let node = lab.node(0);
+    node.start_netd(&["--log-level", "warn"])?;
+    // The same rootfs for both: netd's busybox image, as an OCI bundle for crun.
+    let (_, img) = node.http("GET", "/images/busybox/json", None)?;
+    let img: serde_json::Value = serde_json::from_str(&img)?;
+    let rootfs = PathBuf::from(img["GraphDriver"]["Data"]["Dir"].as_str().context("image dir")?);
+    let bundle = lab.dir.join("bundle");
+    std::fs::create_dir_all(&bundle)?;
+    let spec = Command::new("crun")
+        .arg("spec")
+        .current_dir(&bundle)
+        .status()
+        .context("run `crun spec` (apt-get install crun)")?;
+    if !spec.success() {
+        bail!("crun spec failed");
+    }
+    let cfg_path = bundle.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path)?)?;
+    cfg["process"]["terminal"] = serde_json::json!(false);
+    cfg["process"]["args"] = serde_json::json!(["true"]);
+    cfg["root"] = serde_json::json!({ "path": rootfs, "readonly": true });
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg)?)?;
+    let peer_root = lab.dir.join("peer-state");
+    let crun_cycle = |i: usize| -> Result<Duration> {
+        let t = Instant::now();
+        let out = node
+            .command(peer)
+            .arg("--root")
+            .arg(&peer_root)
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(format!("netd-bench-{}-{i}", std::process::id()))
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!("{peer} run: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(t.elapsed())
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let sock = node.socket();
+    crun_cycle(999)?;
+    rt.block_on(netd_cycle(&sock))?;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        if i % 2 == 0 {
+            a.push(rt.block_on(netd_cycle(&sock))?.as_secs_f64() * 1e3);
+            b.push(crun_cycle(i)?.as_secs_f64() * 1e3);
+        } else {
+            b.push(crun_cycle(i)?.as_secs_f64() * 1e3);
+            a.push(rt.block_on(netd_cycle(&sock))?.as_secs_f64() * 1e3);
+        }
+    }
+    let ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x / y).collect();
+    let (alo, ahi) = spread(&a);
+    let (blo, bhi) = spread(&b);
+    let (rlo, rhi) = spread(&ratios);
+    let ratio = median(ratios.clone());
+    let uname = nix::sys::utsname::uname()?;
+    let version = Command::new(peer)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned())
+        .unwrap_or_default();
+    println!("### runtime: `busybox true` create -> start -> exit -> delete, netd vs {peer}\n");
+    println!("Command: `cargo xtask bench runtime` ({rounds} rounds A/B interleaved)  ");
+    println!(
+        "Date: {}; machine: {} vCPU, kernel {}\n",
+        jiff_date(),
+        std::thread::available_parallelism()?.get(),
+        uname.release().to_string_lossy()
+    );
+    println!("| runtime | ms (median) | ms (min..max) |");
+    println!("|---|---|---|");
+    println!("| netd (4 API calls: create, start, wait, delete) | {:.1} | {alo:.1}..{ahi:.1} |", median(a.clone()));
+    println!(
+        "| {version} (`{peer} run`, same rootfs as an OCI bundle) | {:.1} | {blo:.1}..{bhi:.1} |",
+        median(b.clone())
+    );
+    println!();
+    let verdict = if ratio <= 1.0 { "met" } else { "NOT met" };
+    println!("- **ratio netd/{peer}: {ratio:.2}** (rounds {rlo:.2}..{rhi:.2}); goal <= 1.0: {verdict}");
+    Ok(())
+}
+
 fn jiff_date() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
@@ -273,6 +424,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Api { connections, requests, rounds } => api(connections.max(1), requests.max(connections), rounds),
         Cmd::Floor { socket, body } => floor(&socket, &body),
+        Cmd::Runtime { rounds, peer } => runtime(rounds, &peer),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
