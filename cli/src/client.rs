@@ -64,13 +64,14 @@ impl Client {
         self.send(method, path, payload).await
     }
 
-    /// Sends one request with an optional (content type, body).
-    pub async fn send(
+    /// Opens a connection and sends one request; returns the response head
+    /// and its (unread) body.
+    async fn request(
         &self,
         method: Method,
         path: &str,
         payload: Option<(&str, Bytes)>,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|source| ClientError::Connect { host: self.host.clone(), source })?;
@@ -86,7 +87,17 @@ impl Client {
             None => Bytes::new(),
         };
         let req = req.body(Full::new(payload)).map_err(|e| self.protocol(e))?;
-        let resp = sender.send_request(req).await.map_err(|e| self.protocol(e))?;
+        sender.send_request(req).await.map_err(|e| self.protocol(e))
+    }
+
+    /// Sends one request with an optional (content type, body).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        payload: Option<(&str, Bytes)>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let resp = self.request(method, path, payload).await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await.map_err(|e| self.protocol(e))?.to_bytes();
         Ok((status, bytes))
@@ -108,22 +119,11 @@ impl Client {
         body: Option<&Value>,
         mut on_chunk: impl FnMut(&[u8]),
     ) -> Result<(), ClientError> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect { host: self.host.clone(), source })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| self.protocol(e))?;
-        tokio::spawn(conn);
-        let mut req = Request::builder().method(method).uri(path).header("host", "netd");
         let payload = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Bytes::from(serde_json::to_vec(v).map_err(|e| self.protocol(e))?)
-            }
-            None => Bytes::new(),
+            Some(v) => Some(("application/json", Bytes::from(serde_json::to_vec(v).map_err(|e| self.protocol(e))?))),
+            None => None,
         };
-        let req = req.body(Full::new(payload)).map_err(|e| self.protocol(e))?;
-        let resp = sender.send_request(req).await.map_err(|e| self.protocol(e))?;
+        let resp = self.request(method, path, payload).await?;
         let status = resp.status();
         let mut body = resp.into_body();
         if !status.is_success() {

@@ -14,13 +14,11 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
 use super::filters::{Filters, label_matches};
-use super::{ApiError, AppState, RawBody, bool_param, json_body, query};
+use super::{ApiError, AppState, RawBody, bool_param, frame, json_body, query};
 use crate::runtime::container::{ContainerRecord, Status};
 use crate::runtime::logfile::Entry;
 use crate::runtime::manager::{Runtime, RuntimeError};
@@ -396,15 +394,6 @@ pub(super) async fn top(State(st): State<AppState>, Path(id): Path<String>) -> R
     Ok(Json(json!({ "Titles": ["PID", "CMD"], "Processes": procs })))
 }
 
-/// One multiplexed frame (1 = stdout, 2 = stderr).
-fn frame(stream: u8, data: &[u8]) -> Bytes {
-    let mut v = Vec::with_capacity(8 + data.len());
-    v.extend_from_slice(&[stream, 0, 0, 0]);
-    v.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    v.extend_from_slice(data);
-    Bytes::from(v)
-}
-
 /// Which streams, and how to print them.
 #[derive(Clone, Copy, Debug)]
 struct Select {
@@ -622,32 +611,10 @@ pub(super) async fn attach(
             if logs_on { entries.iter().filter_map(|e| entry_frame(e, sel)).collect() } else { vec![] };
         Box::pin(futures::stream::iter(frames))
     };
-    let ct = HeaderValue::from_static("application/vnd.docker.multiplexed-stream");
     if req.headers().contains_key(header::UPGRADE) {
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let mut io = TokioIo::new(upgraded);
-                    let mut frames = frames;
-                    while let Some(chunk) = frames.next().await {
-                        if io.write_all(&chunk).await.is_err() {
-                            return;
-                        }
-                    }
-                    let _ = io.shutdown().await;
-                }
-                Err(e) => tracing::debug!(error = %e, "attach upgrade failed"),
-            }
-        });
-        let mut resp = Response::new(Body::empty());
-        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let h = resp.headers_mut();
-        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-        h.insert(header::CONTENT_TYPE, ct);
-        return Ok(resp);
+        return Ok(super::hijack(hyper::upgrade::on(&mut req), frames));
     }
+    let ct = HeaderValue::from_static(super::MULTIPLEXED);
     let mut resp = Response::new(Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>)));
     resp.headers_mut().insert(header::CONTENT_TYPE, ct);
     Ok(resp)
@@ -657,7 +624,7 @@ pub(super) async fn attach(
 mod tests {
     #[test]
     fn frames_have_dockers_header() {
-        let f = super::frame(2, b"oops\n");
+        let f = super::super::frame(2, b"oops\n");
         assert_eq!(&f[..8], &[2, 0, 0, 0, 0, 0, 0, 5]);
         assert_eq!(&f[8..], b"oops\n");
     }

@@ -6,12 +6,11 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
-use super::{ApiError, AppState, json_body};
+use super::{ApiError, AppState, frame, json_body};
 
 #[derive(Deserialize, Default)]
 struct ExecBody {
@@ -55,21 +54,13 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(json!({ "Id": rec.id }))).into_response())
 }
 
-fn frame(stream: u8, data: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + data.len());
-    v.extend_from_slice(&[stream, 0, 0, 0]);
-    v.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    v.extend_from_slice(data);
-    v
-}
-
 /// Runs the exec, sending output frames into `tx` until it exits.
 async fn run(st: AppState, id: String, tx: Option<tokio::sync::mpsc::Sender<Bytes>>) {
     let mut child = match st.runtime.exec_spawn(&id) {
         Ok(c) => c,
         Err(e) => {
             if let Some(tx) = &tx {
-                let _ = tx.send(Bytes::from(frame(2, format!("{e}\n").as_bytes()))).await;
+                let _ = tx.send(frame(2, format!("{e}\n").as_bytes())).await;
             }
             st.runtime.exec_finished(&id, 126);
             return;
@@ -84,7 +75,7 @@ async fn run(st: AppState, id: String, tx: Option<tokio::sync::mpsc::Sender<Byte
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if let Some(tx) = &tx {
-                        let _ = tx.send(Bytes::from(frame(1, &buf[..n]))).await;
+                        let _ = tx.send(frame(1, &buf[..n])).await;
                     }
                 }
             }
@@ -98,7 +89,7 @@ async fn run(st: AppState, id: String, tx: Option<tokio::sync::mpsc::Sender<Byte
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if let Some(tx) = &tx2 {
-                        let _ = tx.send(Bytes::from(frame(2, &buf[..n]))).await;
+                        let _ = tx.send(frame(2, &buf[..n])).await;
                     }
                 }
             }
@@ -136,33 +127,14 @@ pub(super) async fn start(
         tokio::spawn(run(st.clone(), id, None));
         return Ok(StatusCode::OK.into_response());
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     tokio::spawn(run(st.clone(), id, Some(tx)));
-    let ct = HeaderValue::from_static("application/vnd.docker.multiplexed-stream");
+    let frames = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
     if let Some(on_upgrade) = on_upgrade {
-        tokio::spawn(async move {
-            if let Ok(upgraded) = on_upgrade.await {
-                let mut io = TokioIo::new(upgraded);
-                while let Some(chunk) = rx.recv().await {
-                    if io.write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = io.shutdown().await;
-            }
-        });
-        let mut resp = Response::new(Body::empty());
-        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let h = resp.headers_mut();
-        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-        h.insert(header::CONTENT_TYPE, ct);
-        return Ok(resp);
+        return Ok(super::hijack(on_upgrade, Box::pin(frames)));
     }
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
-    });
-    let mut resp = Response::new(Body::from_stream(stream));
+    let ct = HeaderValue::from_static(super::MULTIPLEXED);
+    let mut resp = Response::new(Body::from_stream(futures::StreamExt::map(frames, Ok::<_, std::convert::Infallible>)));
     resp.headers_mut().insert(header::CONTENT_TYPE, ct);
     Ok(resp)
 }

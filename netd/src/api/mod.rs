@@ -166,6 +166,51 @@ async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::MethodNotAllowed(format!("method {} is not allowed on {}", req.method(), req.uri().path()))
 }
 
+/// One frame of Docker's multiplexed stream (1 = stdout, 2 = stderr): an
+/// 8-byte header (stream, 0, 0, 0, big-endian length) and the payload.
+pub(crate) fn frame(stream: u8, data: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(8 + data.len());
+    v.extend_from_slice(&[stream, 0, 0, 0]);
+    v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    v.extend_from_slice(data);
+    Bytes::from(v)
+}
+
+/// Hijacks the connection (`Upgrade: tcp`, as the docker client asks for
+/// attach and exec; `on_upgrade` from `hyper::upgrade::on`) and writes
+/// `frames` to it; returns the 101 answer.
+pub(crate) fn hijack(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    mut frames: std::pin::Pin<Box<dyn futures::Stream<Item = Bytes> + Send>>,
+) -> Response {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut io = hyper_util::rt::TokioIo::new(upgraded);
+                while let Some(chunk) = frames.next().await {
+                    if io.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = io.shutdown().await;
+            }
+            Err(e) => tracing::debug!(error = %e, "connection upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(axum::body::Body::empty());
+    *resp.status_mut() = axum::http::StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(MULTIPLEXED));
+    resp
+}
+
+/// Content type of Docker's multiplexed output streams.
+pub(crate) const MULTIPLEXED: &str = "application/vnd.docker.multiplexed-stream";
+
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 1 << 20;
 
