@@ -432,13 +432,15 @@ impl Runtime {
 
     async fn on_exit(self: &Arc<Self>, id: &ContainerId, pid: i32) {
         let exit_file = self.shim_dir(id).join(shim::EXIT_FILE);
+        // The pidfd fires when the container's process ends; the shim writes
+        // the exit record a moment later (after reaping it). Poll briefly.
         let mut exit: Option<ExitRecord> = None;
-        for _ in 0..100 {
+        for _ in 0..2500 {
             if let Ok(b) = std::fs::read(&exit_file) {
                 exit = serde_json::from_slice(&b).ok();
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let g = self.lock.lock().await;
         let Ok(mut c) = self.find(id.as_str()) else { return };
