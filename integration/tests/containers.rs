@@ -369,3 +369,62 @@ fn netctl_container_verbs_and_restart_policy() {
     assert_eq!(logs.matches("try").count(), 3, "first run and two restarts: {logs}");
     ok(n.netctl(&["rm", "flaky"]));
 }
+
+#[test]
+fn docker_exec_with_tty_and_stdin() {
+    if !require_root("docker_exec_with_tty_and_stdin") {
+        return;
+    }
+    let lab = Lab::new(1).unwrap();
+    let n = lab.node(0);
+    n.start_netd(&[]).unwrap();
+    let Some(out) = docker(n, &["run", "-d", "--name", "box", "busybox", "sleep", "300"]) else { return };
+    ok(out);
+    let docker_bin = integration::bins::docker().unwrap();
+    let cfg = n.dir.join("docker-config");
+    // `script` gives the docker client the terminal `-t` wants; what we type
+    // goes through the pty netd opened inside the container.
+    let interactive = |input: &str, cmd: &str| -> Output {
+        let line = format!("{} -H {} exec -it box {cmd}", docker_bin.display(), n.host());
+        let mut child = n
+            .command("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("DOCKER_CONFIG", &cfg)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let out = interactive("", "sh -c 'tty; stty size; exit 3'");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(t.contains("/dev/pts/"), "a terminal inside: {t}");
+    let out = interactive("echo inter$((6*7))\nexit 5\n", "sh");
+    let t = text(&out);
+    assert!(t.contains("inter42"), "typed input reached the shell: {t}");
+    assert_eq!(out.status.code(), Some(5), "{t}");
+    // -i without -t: stdin piped, output framed.
+    let mut child = n
+        .command(&docker_bin)
+        .env("DOCKER_CONFIG", &cfg)
+        .args(["-H", &n.host(), "exec", "-i", "box", "sh", "-c", "tr a-z A-Z; exit 2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"piped text\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED TEXT\n");
+    assert_eq!(out.status.code(), Some(2));
+    ok(docker(n, &["rm", "-f", "box"]).unwrap());
+}

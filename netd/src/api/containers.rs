@@ -612,7 +612,7 @@ pub(super) async fn attach(
         Box::pin(futures::stream::iter(frames))
     };
     if req.headers().contains_key(header::UPGRADE) {
-        return Ok(super::hijack(hyper::upgrade::on(&mut req), frames));
+        return Ok(super::hijack(hyper::upgrade::on(&mut req), frames, None, super::MULTIPLEXED));
     }
     let ct = HeaderValue::from_static(super::MULTIPLEXED);
     let mut resp = Response::new(Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>)));

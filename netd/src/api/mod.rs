@@ -88,6 +88,7 @@ pub fn app(
         .route("/containers/{id}/exec", post(exec::create))
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/json", get(exec::inspect))
+        .route("/exec/{id}/resize", post(exec::resize))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route("/images/{*rest}", get(images::by_name).delete(images::by_name))
@@ -177,26 +178,49 @@ pub(crate) fn frame(stream: u8, data: &[u8]) -> Bytes {
 }
 
 /// Hijacks the connection (`Upgrade: tcp`, as the docker client asks for
-/// attach and exec; `on_upgrade` from `hyper::upgrade::on`) and writes
-/// `frames` to it; returns the 101 answer.
+/// attach and exec; `on_upgrade` from `hyper::upgrade::on`): writes `output`
+/// to it and, with `input`, forwards what the client sends (stdin). Returns
+/// the 101 answer.
 pub(crate) fn hijack(
     on_upgrade: hyper::upgrade::OnUpgrade,
-    mut frames: std::pin::Pin<Box<dyn futures::Stream<Item = Bytes> + Send>>,
+    mut output: std::pin::Pin<Box<dyn futures::Stream<Item = Bytes> + Send>>,
+    input: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    content_type: &'static str,
 ) -> Response {
     use futures::StreamExt;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let mut io = hyper_util::rt::TokioIo::new(upgraded);
-                while let Some(chunk) = frames.next().await {
-                    if io.write_all(&chunk).await.is_err() {
-                        return;
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "connection upgrade failed");
+                return;
+            }
+        };
+        let (mut rd, mut wr) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        let reader = input.map(|tx| {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                                break;
+                            }
+                        }
                     }
                 }
-                let _ = io.shutdown().await;
+            })
+        });
+        while let Some(chunk) = output.next().await {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
             }
-            Err(e) => tracing::debug!(error = %e, "connection upgrade failed"),
+        }
+        let _ = wr.shutdown().await;
+        if let Some(r) = reader {
+            r.abort();
         }
     });
     let mut resp = Response::new(axum::body::Body::empty());
@@ -204,9 +228,12 @@ pub(crate) fn hijack(
     let h = resp.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(MULTIPLEXED));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
+
+/// Content type of raw (TTY) output streams.
+pub(crate) const RAW_STREAM: &str = "application/vnd.docker.raw-stream";
 
 /// Content type of Docker's multiplexed output streams.
 pub(crate) const MULTIPLEXED: &str = "application/vnd.docker.multiplexed-stream";

@@ -78,6 +78,8 @@ pub struct Runtime {
     removed_exits: std::sync::Mutex<std::collections::VecDeque<(ContainerId, i32)>>,
     /// Exec instances (in memory, as dockerd keeps them).
     execs: std::sync::Mutex<BTreeMap<String, ExecRecord>>,
+    /// pty masters of running TTY execs (for resize).
+    exec_ptys: std::sync::Mutex<BTreeMap<String, Arc<std::fs::File>>>,
 }
 
 /// One `docker exec` instance.
@@ -90,6 +92,28 @@ pub struct ExecRecord {
     pub running: bool,
     pub exit_code: Option<i32>,
     pub pid: i32,
+    /// Whether the client sends stdin.
+    pub stdin: bool,
+}
+
+/// What `docker exec` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct ExecOptions {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: String,
+    pub tty: bool,
+    pub stdin: bool,
+}
+
+/// A started exec process and how to talk to it.
+#[derive(Debug)]
+pub struct ExecProcess {
+    pub child: tokio::process::Child,
+    /// For a TTY exec: the socket on which the helper sends the pty master
+    /// (see [`receive_pty`]).
+    pub pty: Option<std::os::unix::net::UnixStream>,
 }
 
 fn internal(what: &str) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
@@ -119,6 +143,7 @@ impl Runtime {
             generation: watch::channel(0).0,
             removed_exits: Default::default(),
             execs: Default::default(),
+            exec_ptys: Default::default(),
         }))
     }
 
@@ -529,7 +554,9 @@ impl Runtime {
     }
 
     /// Prepares a process to run in a running container (`docker exec`).
-    pub fn exec_create(&self, key: &str, args: Vec<String>, env: &[String], cwd: &str, user: &str) -> R<ExecRecord> {
+    pub fn exec_create(&self, key: &str, opts: ExecOptions) -> R<ExecRecord> {
+        let ExecOptions { args, env, cwd, user, tty, stdin } = opts;
+        let (env, cwd, user) = (env.as_slice(), cwd.as_str(), user.as_str());
         let c = self.find(key)?;
         if c.state.status != Status::Running || c.state.pid <= 0 {
             return Err(RuntimeError::Conflict(format!("Container {} is not running", c.id)));
@@ -572,11 +599,13 @@ impl Runtime {
                 cwd: if cwd.is_empty() { c.cwd.clone() } else { cwd.to_owned() },
                 uid,
                 gid,
+                tty,
             },
             user: user.to_owned(),
             running: false,
             exit_code: None,
             pid: 0,
+            stdin,
         };
         let mut execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
         execs.retain(|_, e| e.running || e.exit_code.is_none());
@@ -593,30 +622,77 @@ impl Runtime {
         execs.get(id).cloned().ok_or_else(|| RuntimeError::NotFound(format!("exec instance {id}")))
     }
 
-    /// Starts an exec instance: spawns `netd nsexec` with piped output.
-    pub fn exec_spawn(&self, id: &str) -> R<tokio::process::Child> {
+    /// Starts an exec instance: spawns `netd nsexec`, on a new pty for a TTY
+    /// exec, else with piped output (and stdin if the client sends it).
+    pub fn exec_spawn(&self, id: &str) -> R<ExecProcess> {
+        use std::process::Stdio;
         let mut execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
         let e = execs.get_mut(id).ok_or_else(|| RuntimeError::NotFound(format!("exec instance {id}")))?;
         if e.running || e.exit_code.is_some() {
             return Err(RuntimeError::Conflict(format!("exec instance {id} has already been started")));
         }
         let json = serde_json::to_string(&e.config).map_err(|x| RuntimeError::Internal(x.to_string()))?;
-        let child = tokio::process::Command::new(&self.paths.netd_exe)
-            .arg("nsexec")
-            .arg(json)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|x| RuntimeError::Internal(format!("cannot run the exec helper: {x}")))?;
+        let mut cmd = tokio::process::Command::new(&self.paths.netd_exe);
+        cmd.arg("nsexec").arg(json).kill_on_drop(true);
+        let mut pty_socket = None;
+        if e.config.tty {
+            // The helper opens the pty inside the container (its devpts) and
+            // sends the master back over fd 3.
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(internal("socketpair"))?;
+            let theirs = OwnedFd::from(theirs);
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&theirs);
+            // SAFETY: runs in the forked child before exec; dup2 is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    // dup2 onto itself would keep close-on-exec: clear it then.
+                    let r = if raw == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(raw, 3) };
+                    if r < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+            pty_socket = Some((ours, theirs));
+        } else {
+            cmd.stdin(if e.stdin { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+        let child = cmd.spawn().map_err(|x| RuntimeError::Internal(format!("cannot run the exec helper: {x}")))?;
         e.running = true;
         e.pid = child.id().map(|p| p as i32).unwrap_or(0);
-        Ok(child)
+        let pty = pty_socket.map(|(ours, theirs)| {
+            drop(theirs);
+            ours
+        });
+        Ok(ExecProcess { child, pty })
+    }
+
+    /// Remembers a running TTY exec's pty master (for resize).
+    pub fn exec_set_pty(&self, id: &str, master: Arc<std::fs::File>) {
+        self.exec_ptys.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), master);
+    }
+
+    /// Sets the window size of a TTY exec.
+    pub fn exec_resize(&self, id: &str, rows: u16, cols: u16) -> R<()> {
+        self.exec_get(id)?;
+        let ptys = self.exec_ptys.lock().unwrap_or_else(|p| p.into_inner());
+        let master = ptys
+            .get(id)
+            .ok_or_else(|| RuntimeError::Conflict(format!("exec instance {id} has no running TTY to resize")))?;
+        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a winsize struct that lives across the call.
+        let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(master.as_ref()), libc::TIOCSWINSZ, &ws) };
+        if r != 0 {
+            return Err(RuntimeError::Internal(format!("resize: {}", std::io::Error::last_os_error())));
+        }
+        Ok(())
     }
 
     /// Records how an exec instance ended.
     pub fn exec_finished(&self, id: &str, code: i32) {
+        self.exec_ptys.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         let mut execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = execs.get_mut(id) {
             e.running = false;
@@ -744,6 +820,28 @@ impl Runtime {
         }
         Ok(())
     }
+}
+
+/// Receives the pty master the exec helper sends (SCM_RIGHTS), waiting at
+/// most 10 s. Blocking: call from a blocking context.
+pub fn receive_pty(sock: &std::os::unix::net::UnixStream) -> Result<std::fs::File, String> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    sock.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(sock);
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::empty())
+        .map_err(|e| format!("receive the terminal: {e}"))?;
+    for c in msg.cmsgs().map_err(|e| e.to_string())? {
+        if let ControlMessageOwned::ScmRights(fds) = c
+            && let Some(fd) = fds.first()
+        {
+            // SAFETY: the kernel just installed this descriptor for us.
+            return Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(*fd) }));
+        }
+    }
+    Err("the exec helper sent no terminal (see its error output)".into())
 }
 
 /// Resolves when process `pid` has exited (pidfd; polling if unavailable).
