@@ -426,6 +426,21 @@ fn human_size(bytes: u64) -> String {
     if u == 0 { format!("{bytes}B") } else { format!("{v:.3}{}", units[u]).replace(".000", "") }
 }
 
+/// Whether `source` is a `docker save` archive (a tar with manifest.json).
+fn is_docker_save(source: &std::path::Path) -> bool {
+    let Ok(f) = std::fs::File::open(source) else { return false };
+    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return false;
+    }
+    let mut archive = tar::Archive::new(f);
+    let Ok(entries) = archive.entries() else { return false };
+    entries.flatten().take(10_000).any(|e| {
+        e.path()
+            .map(|p| p == std::path::Path::new("manifest.json") || p == std::path::Path::new("./manifest.json"))
+            .unwrap_or(false)
+    })
+}
+
 /// A rootfs as tar bytes: a directory is archived (symlinks kept as links), a
 /// file is sent as is (plain or gzip tar).
 fn rootfs_tar(source: &std::path::Path) -> anyhow::Result<bytes::Bytes> {
@@ -500,6 +515,33 @@ async fn image(c: &Client, cmd: ImageCmd, json_out: bool) -> anyhow::Result<()> 
             }
         }
         ImageCmd::Import { name, source, changes, message } => {
+            if is_docker_save(&source) {
+                if !changes.is_empty() {
+                    anyhow::bail!("--change applies to rootfs imports, not to `docker save` archives");
+                }
+                let body = bytes::Bytes::from(
+                    std::fs::read(&source).map_err(|e| anyhow::anyhow!("{}: {e}", source.display()))?,
+                );
+                let (status, bytes) = c.send(Method::POST, "/images/load", Some(("application/x-tar", body))).await?;
+                if !status.is_success() {
+                    c.decode(status, bytes)?;
+                    return Ok(());
+                }
+                let text = String::from_utf8_lossy(&bytes);
+                let first = text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter_map(|v| v["stream"].as_str().map(|s| s.trim().to_owned()))
+                    .inspect(|line| println!("{line}"))
+                    .filter_map(|line| line.rsplit_once(": ").map(|(_, r)| r.to_owned()))
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("the archive held no image"))?;
+                let (repo, tag) = name.rsplit_once(':').filter(|(_, t)| !t.contains('/')).unwrap_or((&name, "latest"));
+                let q = format!("repo={}&tag={}", path_escape(repo), path_escape(tag));
+                c.call(Method::POST, &format!("/images/{first}/tag?{q}"), None).await?;
+                println!("Tagged {first} as {repo}:{tag}");
+                return Ok(());
+            }
             let body = rootfs_tar(&source)?;
             let mut q = format!("fromSrc=-&repo={}", path_escape(&name));
             for ch in &changes {

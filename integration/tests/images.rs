@@ -121,3 +121,71 @@ fn volumes_through_netctl_and_docker() {
     ok(n.netctl(&["volume", "rm", "data"]));
     assert_eq!(ok(n.netctl(&["volume", "ls", "-q"])).trim(), "");
 }
+
+/// A two-layer `docker save` archive: busybox as the base layer, then a layer
+/// that deletes one file (whiteout), replaces one and adds one.
+fn docker_save_archive(dir: &std::path::Path, busybox_rootfs: &str, tag: &str) -> std::path::PathBuf {
+    let work = dir.join("save");
+    std::fs::create_dir_all(work.join("l1")).unwrap();
+    std::fs::create_dir_all(work.join("l2")).unwrap();
+    let tar = |args: &[&str]| assert!(std::process::Command::new("tar").args(args).status().unwrap().success());
+    let extra = dir.join("extra");
+    std::fs::create_dir_all(extra.join("etc")).unwrap();
+    std::fs::write(extra.join("etc/doomed"), "lower\n").unwrap();
+    std::fs::write(extra.join("etc/motd"), "old motd\n").unwrap();
+    let l1 = work.join("l1/layer.tar");
+    tar(&["-C", busybox_rootfs, "-cf", l1.to_str().unwrap(), "."]);
+    tar(&["-C", extra.to_str().unwrap(), "-rf", l1.to_str().unwrap(), "etc/doomed", "etc/motd"]);
+    let upper = dir.join("upper");
+    std::fs::create_dir_all(upper.join("etc")).unwrap();
+    std::fs::write(upper.join("etc/.wh.doomed"), "").unwrap();
+    std::fs::write(upper.join("etc/motd"), "loaded from a docker save\n").unwrap();
+    std::fs::write(upper.join("added"), "new file\n").unwrap();
+    tar(&["-C", upper.to_str().unwrap(), "-cf", work.join("l2/layer.tar").to_str().unwrap(), "etc", "added"]);
+    let config = r#"{"architecture":"amd64","os":"linux","config":{"Cmd":["cat","/etc/motd"],"Env":["PATH=/bin:/usr/bin","FROM=save"]}}"#;
+    std::fs::write(work.join("cfg.json"), config).unwrap();
+    let manifest =
+        format!(r#"[{{"Config":"cfg.json","RepoTags":["{tag}"],"Layers":["l1/layer.tar","l2/layer.tar"]}}]"#);
+    std::fs::write(work.join("manifest.json"), manifest).unwrap();
+    let out = dir.join("saved.tar");
+    tar(&["-C", work.to_str().unwrap(), "-cf", out.to_str().unwrap(), "manifest.json", "cfg.json", "l1", "l2"]);
+    out
+}
+
+#[test]
+fn docker_save_archives_load_with_whiteouts() {
+    if !require_root("docker_save_archives_load_with_whiteouts") {
+        return;
+    }
+    let lab = Lab::new(1).unwrap();
+    let n = lab.node(0);
+    n.start_netd(&[]).unwrap();
+    let inspect: Value = serde_json::from_str(&ok(n.netctl(&["image", "inspect", "busybox"]))).unwrap();
+    let base = inspect[0]["GraphDriver"]["Data"]["Dir"].as_str().unwrap().to_owned();
+    let archive = docker_save_archive(&n.dir, &base, "saved:1");
+    // netctl: load and tag.
+    let out = ok(n.netctl(&["image", "import", "mine:2", archive.to_str().unwrap()]));
+    assert!(out.contains("Loaded image: saved:1") && out.contains("Tagged saved:1 as mine:2"), "{out}");
+    let run = |image: &str, cmd: &[&str]| {
+        let mut args = vec!["run", "--rm", image];
+        args.extend_from_slice(cmd);
+        ok(n.netctl(&args))
+    };
+    assert_eq!(run("mine:2", &[]), "loaded from a docker save\n", "config Cmd and the upper layer's file");
+    assert_eq!(
+        run("saved:1", &["sh", "-c", "cat /added; echo $FROM; test -e /etc/doomed && echo still-there || echo gone"]),
+        "new file\nsave\ngone\n"
+    );
+    // docker load through the stock client.
+    let Some(out) = n.docker(&["load", "-i", archive.to_str().unwrap()]) else {
+        assert!(std::env::var_os("CI").is_none(), "no docker client in CI");
+        return;
+    };
+    assert!(ok(out).contains("Loaded image: saved:1"));
+    // A broken archive is refused and leaves nothing behind.
+    std::fs::write(n.dir.join("bad.tar"), b"not an archive").unwrap();
+    let bad = n.docker(&["load", "-i", n.dir.join("bad.tar").to_str().unwrap()]).unwrap();
+    assert!(!bad.status.success(), "{}", text(&bad));
+    let images = ok(n.netctl(&["image", "ls", "-q"]));
+    assert_eq!(images.lines().count(), 2, "busybox and the loaded image: {images}");
+}

@@ -157,6 +157,23 @@ pub(super) async fn by_name(
             }
             Ok(Json(out).into_response())
         }
+        Method::POST => {
+            let Some(name) = rest.strip_suffix("/tag") else {
+                return Err(ApiError::NotFound("page not found".into()));
+            };
+            let q: Vec<(String, String)> = serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
+                .map_err(|e| ApiError::BadRequest(format!("invalid query parameters: {e}")))?;
+            let get = |k: &str| q.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+            let repo = get("repo").ok_or_else(|| ApiError::BadRequest("repo is required".into()))?;
+            let reference = match get("tag") {
+                Some(t) => format!("{repo}:{t}"),
+                None => repo,
+            };
+            let r = Reference::parse(&reference).map_err(ApiError::BadRequest)?;
+            st.images.tag(name, &r)?;
+            st.events.publish(Event::now("image", "tag", name, &[("name", &r.to_string())]));
+            Ok(StatusCode::CREATED.into_response())
+        }
         _ => Err(ApiError::MethodNotAllowed(format!("method {} is not allowed on /images/{rest}", req.method()))),
     }
 }
@@ -214,6 +231,38 @@ pub(super) async fn create(State(st): State<AppState>, req: Request) -> Result<R
     st.events.publish(Event::now("image", "import", &format!("sha256:{}", img.id), &[("name", &name)]));
     tracing::info!(image = %img.id.short(), tags = ?img.tags, size = img.size, "image imported");
     let body = format!("{}\n", json!({ "status": format!("sha256:{}", img.id) }));
+    Ok((StatusCode::OK, [("content-type", "application/json")], body).into_response())
+}
+
+/// `POST /images/load`: a `docker save` tarball in the body.
+pub(super) async fn load(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let upload = st.images.upload_path();
+    let result = match receive(req.into_body(), &upload).await {
+        Ok(()) => {
+            let images = st.images.clone();
+            let path = upload.clone();
+            tokio::task::spawn_blocking(move || {
+                let f = std::fs::File::open(&path).map_err(|e| ImageError::Io(e.to_string()))?;
+                images.load(std::io::BufReader::new(f))
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("image task failed: {e}")))
+            .and_then(|r| r.map_err(ApiError::from))
+        }
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_file(&upload).await;
+    let loaded = result?;
+    let mut body = String::new();
+    for img in &loaded {
+        st.events.publish(Event::now("image", "load", &format!("sha256:{}", img.id), &[]));
+        if img.tags.is_empty() {
+            body.push_str(&format!("{}\n", json!({ "stream": format!("Loaded image ID: sha256:{}\n", img.id) })));
+        }
+        for t in &img.tags {
+            body.push_str(&format!("{}\n", json!({ "stream": format!("Loaded image: {t}\n") })));
+        }
+    }
     Ok((StatusCode::OK, [("content-type", "application/json")], body).into_response())
 }
 

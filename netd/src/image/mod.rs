@@ -7,6 +7,7 @@
 //! removes directories without a record at start.
 
 mod busybox;
+pub mod load;
 mod reference;
 mod unpack;
 
@@ -74,6 +75,16 @@ impl crate::store::Record for ImageRecord {
     const TABLE: redb::TableDefinition<'static, &'static str, &'static [u8]> = redb::TableDefinition::new("images");
     fn key(&self) -> String {
         self.id.to_string()
+    }
+}
+
+fn dir_size(p: &Path) -> u64 {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            std::fs::read_dir(p).map(|d| d.flatten().map(|e| dir_size(&e.path())).sum()).unwrap_or(0)
+        }
+        Ok(m) => m.len(),
+        Err(_) => 0,
     }
 }
 
@@ -238,6 +249,79 @@ impl ImageStore {
             let _ = std::fs::remove_dir_all(&staged);
         }
         out
+    }
+
+    /// Loads a `docker save` tarball: every image of its manifest, with its
+    /// tags. Returns the loaded images.
+    pub fn load(&self, input: impl Read) -> Result<Vec<ImageRecord>, ImageError> {
+        let outer = self.staging()?;
+        let result = (|| {
+            unpack::unpack(input, &outer.join("rootfs"))?;
+            let root = outer.join("rootfs");
+            let manifest = std::fs::read(root.join("manifest.json"))
+                .map_err(|_| ImageError::BadArchive("no manifest.json: not a `docker save` archive".into()))?;
+            let entries: Vec<load::ManifestEntry> =
+                serde_json::from_slice(&manifest).map_err(|e| ImageError::BadArchive(format!("manifest.json: {e}")))?;
+            if entries.is_empty() {
+                return Err(ImageError::BadArchive("manifest.json lists no image".into()));
+            }
+            let mut out = Vec::new();
+            for entry in entries {
+                let config_bytes = std::fs::read(load::member(&root, &entry.config)?)
+                    .map_err(|e| ImageError::BadArchive(format!("{}: {e}", entry.config)))?;
+                let config = load::parse_config(&config_bytes)?;
+                let tags = entry
+                    .repo_tags
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|t| Reference::parse(t).map(|r| r.to_string()).map_err(ImageError::BadReference))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let staged = self.staging()?;
+                let applied = (|| {
+                    for layer in &entry.layers {
+                        let f = std::fs::File::open(load::member(&root, layer)?)
+                            .map_err(|e| ImageError::BadArchive(format!("{layer}: {e}")))?;
+                        load::apply_layer(f, &staged.join("rootfs"))?;
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = applied {
+                    let _ = std::fs::remove_dir_all(&staged);
+                    return Err(e);
+                }
+                let rec = ImageRecord {
+                    id: image_id(&config, &Sha256::digest(&config_bytes)),
+                    tags,
+                    created: jiff::Timestamp::now().to_string(),
+                    comment: "loaded from a docker save archive".into(),
+                    config,
+                    size: dir_size(&staged.join("rootfs")),
+                };
+                out.push(self.commit(&staged, rec)?);
+            }
+            Ok(out)
+        })();
+        let _ = std::fs::remove_dir_all(&outer);
+        result
+    }
+
+    /// Adds tag `tag` to the image `name` (moving it from any other image).
+    pub fn tag(&self, name: &str, tag: &Reference) -> Result<(), ImageError> {
+        let mut img = self.resolve(name)?;
+        let t = tag.to_string();
+        let mut changed = Vec::new();
+        for mut other in self.list()? {
+            if other.id != img.id && other.tags.contains(&t) {
+                other.tags.retain(|x| *x != t);
+                changed.push(other);
+            }
+        }
+        if !img.tags.contains(&t) {
+            img.tags.push(t);
+        }
+        changed.push(img);
+        self.store.put_all(&changed)?;
+        Ok(())
     }
 
     /// Creates `busybox:latest` from the host's static busybox, if there is
