@@ -428,3 +428,54 @@ fn docker_exec_with_tty_and_stdin() {
     assert_eq!(out.status.code(), Some(2));
     ok(docker(n, &["rm", "-f", "box"]).unwrap());
 }
+
+#[test]
+fn in_use_refusals_events_and_log_options() {
+    if !require_root("in_use_refusals_events_and_log_options") {
+        return;
+    }
+    let lab = Lab::new(1).unwrap();
+    let n = lab.node(0);
+    n.start_netd(&[]).unwrap();
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let Some(out) = docker(
+        n,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "user",
+            "-v",
+            "keep:/k",
+            "busybox",
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5; do echo line$i; done; sleep 300",
+        ],
+    ) else {
+        return;
+    };
+    ok(out);
+    let rmi = docker(n, &["rmi", "busybox"]).unwrap();
+    assert!(!rmi.status.success() && text(&rmi).contains("being used by a container"), "{}", text(&rmi));
+    let rmv = docker(n, &["volume", "rm", "keep"]).unwrap();
+    assert!(!rmv.status.success() && text(&rmv).contains("volume is in use"), "{}", text(&rmv));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ok(docker(n, &["logs", "user"]).unwrap()).contains("line5") {
+        assert!(Instant::now() < deadline, "no output");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ok(docker(n, &["logs", "--tail", "2", "user"]).unwrap()), "line4\nline5\n");
+    let ts = ok(docker(n, &["logs", "-t", "--tail", "1", "user"]).unwrap());
+    let (stamp, rest) = ts.split_once(' ').unwrap();
+    assert!(stamp.ends_with('Z') && stamp.contains('T') && rest == "line5\n", "{ts}");
+    ok(docker(n, &["rm", "-f", "user"]).unwrap());
+    ok(docker(n, &["volume", "rm", "keep"]).unwrap());
+    let until = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 1).to_string();
+    let events =
+        ok(docker(n, &["events", "--since", &start.to_string(), "--until", &until, "--filter", "type=container"])
+            .unwrap());
+    for action in ["create", "start", "kill", "die", "destroy"] {
+        assert!(events.contains(&format!("container {action}")), "{action} missing:\n{events}");
+    }
+}

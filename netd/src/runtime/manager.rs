@@ -745,12 +745,15 @@ impl Runtime {
         let pid = nix::unistd::Pid::from_raw(c.state.pid);
         let sig = nix::sys::signal::Signal::try_from(c.spec.stop_signal).unwrap_or(nix::sys::signal::Signal::SIGTERM);
         let _ = nix::sys::signal::kill(pid, sig);
+        // As dockerd: every signal stop sends is a `kill` event.
+        self.event(&c, "kill", &[("signal", &(sig as i32).to_string())]);
         let t = timeout.unwrap_or(c.spec.stop_timeout);
         let exits = c.state.exits;
         let done = |x: Option<&ContainerRecord>| x.is_none_or(|x| x.state.exits > exits || !x.running());
         let stopped = tokio::time::timeout(Duration::from_secs(t.into()), self.wait_for(&c.id, done)).await;
         if stopped.is_err() {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            self.event(&c, "kill", &[("signal", "9")]);
             let _ = tokio::time::timeout(Duration::from_secs(10), self.wait_for(&c.id, done)).await;
         }
         self.event(&c, "stop", &[]);
