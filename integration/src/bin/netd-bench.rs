@@ -349,7 +349,7 @@ fn runtime(rounds: usize, peer: &str) -> Result<()> {
     cfg["root"] = serde_json::json!({ "path": rootfs, "readonly": true });
     std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg)?)?;
     let peer_root = lab.dir.join("peer-state");
-    let crun_cycle = |i: usize| -> Result<Duration> {
+    let peer_cycle = |i: usize| -> Result<Duration> {
         let t = Instant::now();
         let out = node
             .command(peer)
@@ -367,15 +367,15 @@ fn runtime(rounds: usize, peer: &str) -> Result<()> {
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let sock = node.socket();
-    crun_cycle(999)?;
+    peer_cycle(999)?;
     rt.block_on(netd_cycle(&sock))?;
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for i in 0..rounds {
         if i % 2 == 0 {
             a.push(rt.block_on(netd_cycle(&sock))?.as_secs_f64() * 1e3);
-            b.push(crun_cycle(i)?.as_secs_f64() * 1e3);
+            b.push(peer_cycle(i)?.as_secs_f64() * 1e3);
         } else {
-            b.push(crun_cycle(i)?.as_secs_f64() * 1e3);
+            b.push(peer_cycle(i)?.as_secs_f64() * 1e3);
             a.push(rt.block_on(netd_cycle(&sock))?.as_secs_f64() * 1e3);
         }
     }
