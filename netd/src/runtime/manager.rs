@@ -451,16 +451,19 @@ impl Runtime {
         let rt = self.clone();
         tokio::spawn(async move {
             wait_pid(pid).await;
-            rt.on_exit(&id, pid).await;
+            rt.on_exit(&id, pid, true).await;
         });
     }
 
-    async fn on_exit(self: &Arc<Self>, id: &ContainerId, pid: i32) {
+    /// Records a container's end. `fresh`: the process just ended, so the
+    /// shim's exit record may still be on its way (poll for it briefly);
+    /// otherwise (adoption at start) it is on disk already or never coming.
+    async fn on_exit(self: &Arc<Self>, id: &ContainerId, pid: i32, fresh: bool) {
         let exit_file = self.shim_dir(id).join(shim::EXIT_FILE);
         // The pidfd fires when the container's process ends; the shim writes
-        // the exit record a moment later (after reaping it). Poll briefly.
+        // the exit record a moment later (after reaping it).
         let mut exit: Option<ExitRecord> = None;
-        for _ in 0..2500 {
+        for _ in 0..if fresh { 2500 } else { 1 } {
             if let Ok(b) = std::fs::read(&exit_file) {
                 exit = serde_json::from_slice(&b).ok();
                 break;
@@ -818,7 +821,7 @@ impl Runtime {
                 tracing::info!(container = %c.name, pid = c.state.pid, "re-adopted running container");
                 self.watch(c.id.clone(), c.state.pid);
             } else {
-                self.on_exit(&c.id, c.state.pid).await;
+                self.on_exit(&c.id, c.state.pid, false).await;
             }
         }
         Ok(())
