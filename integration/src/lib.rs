@@ -29,3 +29,25 @@ pub fn require_root(test: &str) -> bool {
     eprintln!("SKIPPED {test}: privileged lab test needs root (run as root, or via `cargo xtask test`)");
     false
 }
+
+/// Waits for `child`'s output for at most `limit`; past it the child is
+/// killed and the test fails with what it printed, instead of hanging CI.
+pub fn output_within(child: std::process::Child, limit: std::time::Duration) -> std::process::Output {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("collect child output"),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let out = rx.recv().expect("child reaped").expect("collect child output");
+            panic!(
+                "child still running after {limit:?}, killed; it printed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

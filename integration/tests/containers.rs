@@ -265,7 +265,7 @@ fn bad_container_input_changes_nothing() {
         ("/containers/create", r#"{"Image":"busybox","HostConfig":{"Memory":1024}}"#, 400, "minimum memory limit"),
         ("/containers/create", r#"{"Image":"busybox","HostConfig":{"NanoCpus":-5}}"#, 400, ""),
         ("/containers/create", r#"{"Image":"busybox","User":"ghost"}"#, 400, "unable to find user ghost"),
-        ("/containers/create", r#"{"Image":"busybox","Tty":true}"#, 501, "TTY"),
+        ("/containers/create", r#"{"Image":"busybox","StopTimeout":-3}"#, 400, "invalid StopTimeout"),
         ("/containers/create", "{broken", 400, "invalid JSON"),
     ];
     for (path, body, want, msg) in cases {
@@ -400,7 +400,7 @@ fn docker_exec_with_tty_and_stdin() {
         stdin.write_all(input.as_bytes()).unwrap();
         std::thread::sleep(Duration::from_millis(1500));
         drop(stdin);
-        child.wait_with_output().unwrap()
+        integration::output_within(child, Duration::from_secs(30))
     };
     let out = interactive("", "sh -c 'tty; stty size; exit 3'");
     let t = text(&out);
@@ -478,4 +478,72 @@ fn in_use_refusals_events_and_log_options() {
     for action in ["create", "start", "kill", "die", "destroy"] {
         assert!(events.contains(&format!("container {action}")), "{action} missing:\n{events}");
     }
+}
+
+#[test]
+fn docker_run_with_tty_and_stdin() {
+    if !require_root("docker_run_with_tty_and_stdin") {
+        return;
+    }
+    let lab = Lab::new(1).unwrap();
+    let n = lab.node(0);
+    n.start_netd(&[]).unwrap();
+    let Some(docker_bin) = integration::bins::docker() else {
+        assert!(std::env::var_os("CI").is_none(), "no docker client in CI");
+        return;
+    };
+    let cfg = n.dir.join("docker-config");
+    // `docker run -it` needs a terminal on the client side: `script` gives one.
+    let interactive = |input: &str, args: &str| -> Output {
+        let line = format!("{} -H {} run -it --rm {args}", docker_bin.display(), n.host());
+        let mut child = n
+            .command("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("DOCKER_CONFIG", &cfg)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(stdin);
+        integration::output_within(child, Duration::from_secs(30))
+    };
+    let out = interactive("", "busybox sh -c 'tty; exit 3'");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(t.contains("/dev/pts/0"), "the container's own terminal: {t}");
+    let out = interactive("echo run$((6*7))\nexit 4\n", "busybox sh");
+    let t = text(&out);
+    assert!(t.contains("run42"), "typed input reached the container: {t}");
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    // -i without -t: stdin piped to the container, EOF when it ends.
+    let mut child = n
+        .command(&docker_bin)
+        .env("DOCKER_CONFIG", &cfg)
+        .args(["-H", &n.host(), "run", "-i", "--rm", "busybox", "sh", "-c", "tr a-z A-Z; exit 2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"from stdin\n").unwrap();
+    }
+    let out = integration::output_within(child, Duration::from_secs(30));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "FROM STDIN\n");
+    assert_eq!(out.status.code(), Some(2));
+    // A detached TTY container's logs are the raw terminal output.
+    let id = ok(docker(n, &["run", "-dt", "busybox", "sh", "-c", "echo tty-log; sleep 300"]).unwrap());
+    let tty = ok(docker(n, &["inspect", "-f", "{{.Config.Tty}}", id.trim()]).unwrap());
+    assert_eq!(tty.trim(), "true");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ok(docker(n, &["logs", id.trim()]).unwrap()).contains("tty-log") {
+        assert!(Instant::now() < deadline, "no tty output in logs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok(docker(n, &["rm", "-f", id.trim()]).unwrap());
 }

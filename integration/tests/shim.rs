@@ -54,6 +54,8 @@ fn container(base: &Path, name: &str, args: &[&str], limits: &Limits) -> Ctr {
         log_path: dir.join("container.log"),
         log_max_bytes: logfile::DEFAULT_MAX_BYTES,
         log_max_files: 2,
+        tty: false,
+        open_stdin: false,
     };
     std::fs::write(dir.join(shim::LAUNCH_FILE), serde_json::to_vec(&cfg).unwrap()).unwrap();
     Ctr { dir, cfg }

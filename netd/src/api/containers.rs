@@ -164,7 +164,7 @@ fn inspect_json(rt: &Runtime, c: &ContainerRecord) -> Value {
         "Config": {
             "Hostname": c.hostname,
             "User": c.spec.user,
-            "Tty": false,
+            "Tty": c.spec.tty,
             "OpenStdin": c.spec.open_stdin,
             "Env": c.env,
             "Cmd": c.spec.cmd,
@@ -196,9 +196,6 @@ pub(super) async fn create(
         return Err(ApiError::BadRequest(format!("platform {p:?} is not supported: netd runs linux containers")));
     }
     let req: ApiCreate = json_body(&headers, &body)?;
-    if req.tty {
-        return Err(ApiError::NotImplemented("a TTY (-t) is not supported yet by netd's runtime".into()));
-    }
     let spec = ContainerSpec::from_api(req)?;
     let c = st.runtime.create(spec, q.name.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(json!({ "Id": c.id.to_string(), "Warnings": [] }))).into_response())
@@ -400,6 +397,8 @@ struct Select {
     stdout: bool,
     stderr: bool,
     timestamps: bool,
+    /// A TTY container: one raw stream, no frame headers (as Docker sends).
+    raw: bool,
 }
 
 fn entry_frame(e: &Entry, sel: Select) -> Option<Bytes> {
@@ -407,11 +406,8 @@ fn entry_frame(e: &Entry, sel: Select) -> Option<Bytes> {
     if !want {
         return None;
     }
-    if sel.timestamps {
-        Some(frame(id, format!("{} {}", e.time, e.log).as_bytes()))
-    } else {
-        Some(frame(id, e.log.as_bytes()))
-    }
+    let text = if sel.timestamps { format!("{} {}", e.time, e.log) } else { e.log.clone() };
+    Some(if sel.raw { Bytes::from(text) } else { frame(id, text.as_bytes()) })
 }
 
 /// When a followed stream ends.
@@ -527,6 +523,7 @@ pub(super) async fn logs(State(st): State<AppState>, Path(id): Path<String>, uri
         stdout: bool_param("stdout", q.stdout.as_deref())?,
         stderr: bool_param("stderr", q.stderr.as_deref())?,
         timestamps: bool_param("timestamps", q.timestamps.as_deref())?,
+        raw: c.spec.tty,
     };
     bool_param("details", q.details.as_deref())?;
     if !sel.stdout && !sel.stderr {
@@ -547,6 +544,7 @@ pub(super) async fn logs(State(st): State<AppState>, Path(id): Path<String>, uri
     };
     let since = ts("since", q.since.as_deref())?;
     let until = ts("until", q.until.as_deref())?;
+    let c_tty = c.spec.tty;
     let path = st.runtime.log_path(&c.id);
     let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let entries = crate::runtime::logfile::read_all(&path, crate::runtime::logfile::DEFAULT_MAX_FILES);
@@ -568,8 +566,8 @@ pub(super) async fn logs(State(st): State<AppState>, Path(id): Path<String>, uri
         Body::from_stream(past.map(Ok::<_, std::convert::Infallible>))
     };
     let mut resp = Response::new(body);
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.docker.multiplexed-stream"));
+    let ct = if c_tty { super::RAW_STREAM } else { super::MULTIPLEXED };
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     Ok(resp)
 }
 
@@ -595,14 +593,17 @@ pub(super) async fn attach(
         stdout: bool_param("stdout", q.stdout.as_deref())?,
         stderr: bool_param("stderr", q.stderr.as_deref())?,
         timestamps: false,
+        raw: c.spec.tty,
     };
     let stream_on = bool_param("stream", q.stream.as_deref())?;
     let logs_on = bool_param("logs", q.logs.as_deref())?;
-    bool_param("stdin", q.stdin.as_deref())?;
+    let stdin_on = bool_param("stdin", q.stdin.as_deref())?;
     let _ = q.detach_keys;
     let path = st.runtime.log_path(&c.id);
     let offset = if logs_on { 0 } else { std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) };
     let end = if c.running() { End::NotRunning } else { End::ExitAfter(c.state.exits) };
+    let ct = if c.spec.tty { super::RAW_STREAM } else { super::MULTIPLEXED };
+    let input = (stdin_on && c.spec.open_stdin).then(|| forward_input(st.runtime.clone(), c.clone()));
     let frames: std::pin::Pin<Box<dyn Stream<Item = Bytes> + Send>> = if stream_on {
         Box::pin(follow(st.runtime.clone(), c, offset, sel, end))
     } else {
@@ -612,12 +613,63 @@ pub(super) async fn attach(
         Box::pin(futures::stream::iter(frames))
     };
     if req.headers().contains_key(header::UPGRADE) {
-        return Ok(super::hijack(hyper::upgrade::on(&mut req), frames, None, super::MULTIPLEXED));
+        return Ok(super::hijack(hyper::upgrade::on(&mut req), frames, input, ct));
     }
-    let ct = HeaderValue::from_static(super::MULTIPLEXED);
     let mut resp = Response::new(Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>)));
-    resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     Ok(resp)
+}
+
+/// Relays what an attached client types to the container: waits until it
+/// runs (attach comes before start in `docker run`), fetches its input
+/// descriptor from the shim, and copies until the client's input ends.
+fn forward_input(rt: Arc<Runtime>, c: ContainerRecord) -> tokio::sync::mpsc::Sender<Bytes> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        let exits = c.state.exits;
+        let now =
+            rt.wait_for(&c.id, |x| x.is_none_or(|x| x.state.status == Status::Running || x.state.exits > exits)).await;
+        let Some(now) = now.filter(|x| x.state.status == Status::Running) else { return };
+        let rt2 = rt.clone();
+        let fd = match tokio::task::spawn_blocking(move || rt2.input_fd(&now)).await {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => {
+                tracing::debug!(container = %c.name, error = %e, "no input to attach to");
+                return;
+            }
+            Err(_) => return,
+        };
+        let mut sink = tokio::fs::File::from_std(fd);
+        while let Some(chunk) = rx.recv().await {
+            if tokio::io::AsyncWriteExt::write_all(&mut sink, &chunk).await.is_err() {
+                break;
+            }
+        }
+        // Dropping `sink` closes netd's copy: for a stdin pipe that is EOF.
+    });
+    tx
+}
+
+#[derive(Deserialize, Default)]
+struct ResizeQuery {
+    h: Option<u16>,
+    w: Option<u16>,
+}
+
+pub(super) async fn resize(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Result<StatusCode, ApiError> {
+    let q: ResizeQuery = query(&uri)?;
+    let (Some(h), Some(w)) = (q.h, q.w) else {
+        return Err(ApiError::BadRequest("resize needs h and w (rows and columns)".into()));
+    };
+    let rt = st.runtime.clone();
+    tokio::task::spawn_blocking(move || rt.resize(&id, h, w))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(StatusCode::OK)
 }
 
 #[cfg(test)]

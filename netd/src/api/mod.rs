@@ -84,6 +84,7 @@ pub fn app(
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/attach", post(containers::attach))
         .route("/containers/{id}/top", get(containers::top))
+        .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}", axum::routing::delete(containers::remove))
         .route("/containers/{id}/exec", post(exec::create))
         .route("/exec/{id}/start", post(exec::start))

@@ -155,7 +155,63 @@ pub(super) fn find_program_pub(arg0: &str, env: &[String]) -> Result<CString, St
     find_program(arg0, env)
 }
 
-fn setup(cfg: &LaunchConfig, out_w: i32, err_w: i32, go_r: i32) -> Result<(), String> {
+/// Descriptors the cloned child inherits from the shim.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ChildFds {
+    pub out_w: i32,
+    pub err_w: i32,
+    pub go_r: i32,
+    pub exec_w: i32,
+    /// Read end of the stdin pipe (`-i` without a TTY).
+    pub stdin_r: Option<i32>,
+    /// Socket on which to send the pty master to the shim (`-t`).
+    pub pty_sock: Option<i32>,
+}
+
+/// Opens a pty in the current mount namespace's devpts (`/dev/ptmx`), sends
+/// the master over `sock_fd` (SCM_RIGHTS) and returns the slave. Used by the
+/// container's first process (`run -t`) and by `netd nsexec` (`exec -t`).
+pub fn open_pty_and_send_master(sock_fd: i32) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    use nix::fcntl::OFlag;
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY).map_err(|e| format!("open /dev/ptmx: {e}"))?;
+    nix::pty::grantpt(&master).map_err(|e| format!("grantpt: {e}"))?;
+    nix::pty::unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
+    let name = nix::pty::ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&name)
+        .map_err(|e| format!("open {name}: {e}"))?;
+    let fds = [std::os::fd::AsRawFd::as_raw_fd(&master)];
+    let iov = [std::io::IoSlice::new(b"m")];
+    sendmsg::<()>(sock_fd, &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+        .map_err(|e| format!("send the terminal: {e}"))?;
+    Ok(slave)
+}
+
+/// Makes `slave` the controlling terminal and the standard streams.
+pub fn take_terminal(slave: &std::fs::File) -> Result<(), String> {
+    let _ = nix::unistd::setsid();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(slave);
+    // SAFETY: TIOCSCTTY on an open terminal descriptor takes no pointer.
+    if unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } != 0 {
+        return Err(format!("cannot take the terminal: {}", std::io::Error::last_os_error()));
+    }
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors of this process.
+        if unsafe { libc::dup2(fd, target) } < 0 {
+            return Err(format!("dup2 terminal: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+fn setup(cfg: &LaunchConfig, fds: ChildFds) -> Result<(), String> {
+    let ChildFds { out_w, err_w, go_r, .. } = fds;
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
     let mut b = [0u8; 1];
     // SAFETY: go_r is this child's inherited read end of the go pipe.
@@ -179,16 +235,32 @@ fn setup(cfg: &LaunchConfig, out_w: i32, err_w: i32, go_r: i32) -> Result<(), St
         std::fs::create_dir_all(&cfg.cwd).map_err(|e| format!("create working dir {}: {e}", cfg.cwd))?;
         nix::unistd::chdir(cfg.cwd.as_str()).map_err(|e| format!("chdir to {}: {e}", cfg.cwd))?;
     }
+    // Standard streams: a terminal from the container's own devpts, or the
+    // shim's pipes (and stdin from the client or /dev/null).
+    if let Some(sock) = fds.pty_sock {
+        let slave = open_pty_and_send_master(sock)?;
+        take_terminal(&slave)?;
+    } else {
+        match fds.stdin_r {
+            Some(r) => {
+                // SAFETY: stdin_r is this child's inherited pipe read end.
+                let r = unsafe { BorrowedFd::borrow_raw(r) };
+                nix::unistd::dup2_stdin(r).map_err(|e| format!("stdin: {e}"))?;
+            }
+            None => {
+                let null = std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+                nix::unistd::dup2_stdin(&null).map_err(|e| format!("stdin: {e}"))?;
+            }
+        }
+        // SAFETY: out_w and err_w are this child's inherited pipe write ends.
+        let (out, err) = unsafe { (BorrowedFd::borrow_raw(out_w), BorrowedFd::borrow_raw(err_w)) };
+        nix::unistd::dup2_stdout(out).map_err(|e| format!("stdout: {e}"))?;
+        nix::unistd::dup2_stderr(err).map_err(|e| format!("stderr: {e}"))?;
+    }
     let gid = nix::unistd::Gid::from_raw(cfg.gid);
     nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
     nix::unistd::setgid(gid).map_err(|e| format!("setgid {}: {e}", cfg.gid))?;
     nix::unistd::setuid(nix::unistd::Uid::from_raw(cfg.uid)).map_err(|e| format!("setuid {}: {e}", cfg.uid))?;
-    let null = std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
-    nix::unistd::dup2_stdin(&null).map_err(|e| format!("stdin: {e}"))?;
-    // SAFETY: out_w and err_w are this child's inherited pipe write ends.
-    let (out, err) = unsafe { (BorrowedFd::borrow_raw(out_w), BorrowedFd::borrow_raw(err_w)) };
-    nix::unistd::dup2_stdout(out).map_err(|e| format!("stdout: {e}"))?;
-    nix::unistd::dup2_stderr(err).map_err(|e| format!("stderr: {e}"))?;
     let arg0 = cfg.args.first().ok_or("no command given: the image has no Cmd or Entrypoint")?;
     let prog = find_program(arg0, &cfg.env)?;
     let args = cfg.args.iter().map(|a| cstring(a)).collect::<Result<Vec<_>, _>>()?;
@@ -198,12 +270,12 @@ fn setup(cfg: &LaunchConfig, out_w: i32, err_w: i32, go_r: i32) -> Result<(), St
 }
 
 /// Body of the cloned child: returns only on failure (the exit code).
-pub(super) fn child(cfg: &LaunchConfig, child_fds: [i32; 4], parent_fds: [i32; 4]) -> isize {
+pub(super) fn child(cfg: &LaunchConfig, fds: ChildFds, parent_fds: &[i32]) -> isize {
     for fd in parent_fds {
-        close_raw(fd);
+        close_raw(*fd);
     }
-    let [out_w, err_w, go_r, exec_w] = child_fds;
-    match setup(cfg, out_w, err_w, go_r) {
+    let exec_w = fds.exec_w;
+    match setup(cfg, fds) {
         Ok(()) => 0,
         Err(msg) => {
             // SAFETY: exec_w is this child's inherited write end of the exec pipe.

@@ -200,6 +200,32 @@ impl Runtime {
         Ok(())
     }
 
+    /// The input descriptor of a running container, from its shim: the pty
+    /// master (`-t`) or the stdin pipe (`-i`, handed out once). Blocking.
+    pub fn input_fd(&self, c: &ContainerRecord) -> R<std::fs::File> {
+        let sock = self.shim_dir(&c.id).join(shim::ATTACH_SOCKET);
+        let conn = crate::socket::ShortPath::new(&sock)
+            .and_then(|s| std::os::unix::net::UnixStream::connect(s.path()))
+            .map_err(|e| RuntimeError::Conflict(format!("container {} has no input to attach to: {e}", c.name)))?;
+        receive_pty(&conn).map_err(RuntimeError::Conflict)
+    }
+
+    /// Sets the window size of a running TTY container.
+    pub fn resize(&self, key: &str, rows: u16, cols: u16) -> R<()> {
+        let c = self.find(key)?;
+        if !c.spec.tty || c.state.status != Status::Running {
+            return Err(RuntimeError::Conflict(format!("container {} has no running TTY to resize", c.name)));
+        }
+        let master = self.input_fd(&c)?;
+        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a winsize struct that lives across the call.
+        let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::TIOCSWINSZ, &ws) };
+        if r != 0 {
+            return Err(RuntimeError::Internal(format!("resize: {}", std::io::Error::last_os_error())));
+        }
+        Ok(())
+    }
+
     /// Host pids of a container's processes (from its cgroup).
     pub fn pids(&self, c: &ContainerRecord) -> Vec<u32> {
         match &self.cgroups {
@@ -371,6 +397,8 @@ impl Runtime {
             log_path: self.log_path(&c.id),
             log_max_bytes: super::logfile::DEFAULT_MAX_BYTES,
             log_max_files: super::logfile::DEFAULT_MAX_FILES,
+            tty: c.spec.tty,
+            open_stdin: c.spec.open_stdin,
         }
     }
 
@@ -847,7 +875,7 @@ pub fn receive_pty(sock: &std::os::unix::net::UnixStream) -> Result<std::fs::Fil
             return Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(*fd) }));
         }
     }
-    Err("the exec helper sent no terminal (see its error output)".into())
+    Err("no descriptor was sent (see the sender's error output)".into())
 }
 
 /// Resolves when process `pid` has exited (pidfd; polling if unavailable).

@@ -7,7 +7,6 @@
 //! stdout and stderr are the ones netd gave it.
 
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use nix::sched::CloneFlags;
@@ -69,7 +68,8 @@ pub fn main(json: &str) -> i32 {
     }
     drop(fds);
     let slave = if cfg.tty {
-        match open_pty_and_send_master() {
+        // Opened after joining the container's mount namespace: its devpts.
+        match super::init::open_pty_and_send_master(3) {
             Ok(s) => Some(s),
             Err(e) => return fail(format!("cannot open a terminal in the container: {e}")),
         }
@@ -80,11 +80,10 @@ pub fn main(json: &str) -> i32 {
     match unsafe { nix::unistd::fork() } {
         Err(e) => fail(format!("fork: {e}")),
         Ok(nix::unistd::ForkResult::Child) => {
-            if let Some(slave) = &slave {
-                for target in 0..3 {
-                    // SAFETY: dup2 onto the standard descriptors of this child.
-                    unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(slave), target) };
-                }
+            if let Some(slave) = &slave
+                && let Err(e) = super::init::take_terminal(slave)
+            {
+                std::process::exit(fail(e));
             }
             drop(slave);
             let code = child(&cfg);
@@ -101,37 +100,8 @@ pub fn main(json: &str) -> i32 {
     }
 }
 
-/// Opens a pty in the (already joined) container mount namespace, sends the
-/// master to netd over fd 3 and returns the slave.
-fn open_pty_and_send_master() -> Result<std::fs::File, String> {
-    use nix::fcntl::OFlag;
-    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY).map_err(|e| format!("open /dev/ptmx: {e}"))?;
-    nix::pty::grantpt(&master).map_err(|e| format!("grantpt: {e}"))?;
-    nix::pty::unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
-    let name = nix::pty::ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open(&name)
-        .map_err(|e| format!("open {name}: {e}"))?;
-    let fds = [std::os::fd::AsRawFd::as_raw_fd(&master)];
-    let iov = [std::io::IoSlice::new(b"m")];
-    sendmsg::<()>(3, &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .map_err(|e| format!("send the terminal to netd: {e}"))?;
-    Ok(slave)
-}
-
 fn child(cfg: &ExecConfig) -> i32 {
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-    if cfg.tty {
-        let _ = nix::unistd::setsid();
-        // SAFETY: TIOCSCTTY on stdin (the pty slave netd passed) takes no pointer.
-        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
-            return fail(format!("cannot take the terminal: {}", std::io::Error::last_os_error()));
-        }
-    }
     let cwd = if cfg.cwd.is_empty() { "/" } else { cfg.cwd.as_str() };
     if let Err(e) = nix::unistd::chdir(cwd) {
         return fail(format!("chdir to {cwd}: {e}"));

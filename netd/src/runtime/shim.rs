@@ -40,6 +40,12 @@ pub struct LaunchConfig {
     pub log_path: PathBuf,
     pub log_max_bytes: u64,
     pub log_max_files: u32,
+    /// Run on a terminal (`-t`): output is the pty's, logged as stdout.
+    #[serde(default)]
+    pub tty: bool,
+    /// Keep stdin open for an attached client (`-i`).
+    #[serde(default)]
+    pub open_stdin: bool,
 }
 
 /// How a container ended, as the shim records it.
@@ -65,6 +71,10 @@ pub struct Report {
 pub const EXIT_FILE: &str = "exit.json";
 /// Name of the launch configuration file.
 pub const LAUNCH_FILE: &str = "launch.json";
+/// The shim's socket: a client that connects receives the container's input
+/// descriptor (SCM_RIGHTS): the pty master (`-t`, every time) or the stdin
+/// pipe's write end (`-i`, once, so that EOF reaches the container).
+pub const ATTACH_SOCKET: &str = "attach.sock";
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
@@ -151,14 +161,39 @@ fn run(dir: &Path, cfg: &LaunchConfig, report_w: OwnedFd) -> i32 {
     if cfg.network == NetworkMode::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    let stdin_pipe = if cfg.open_stdin && !cfg.tty {
+        match cloexec_pipe() {
+            Ok(p) => Some(p),
+            Err(e) => return fail(report_w, format!("pipe: {e}")),
+        }
+    } else {
+        None
+    };
+    let pty_pair = if cfg.tty {
+        match std::os::unix::net::UnixStream::pair() {
+            Ok(p) => Some(p),
+            Err(e) => return fail(report_w, format!("socketpair: {e}")),
+        }
+    } else {
+        None
+    };
     let mut stack = vec![0u8; 1 << 20];
-    let child_fds = [out_w.as_raw_fd(), err_w.as_raw_fd(), go_r.as_raw_fd(), exec_w.as_raw_fd()];
-    let parent_fds = [out_r.as_raw_fd(), err_r.as_raw_fd(), go_w.as_raw_fd(), exec_r.as_raw_fd()];
+    let child_fds = super::init::ChildFds {
+        out_w: out_w.as_raw_fd(),
+        err_w: err_w.as_raw_fd(),
+        go_r: go_r.as_raw_fd(),
+        exec_w: exec_w.as_raw_fd(),
+        stdin_r: stdin_pipe.as_ref().map(|(r, _)| r.as_raw_fd()),
+        pty_sock: pty_pair.as_ref().map(|(_, c)| c.as_raw_fd()),
+    };
+    let mut parent_fds = vec![out_r.as_raw_fd(), err_r.as_raw_fd(), go_w.as_raw_fd(), exec_r.as_raw_fd()];
+    parent_fds.extend(stdin_pipe.as_ref().map(|(_, w)| w.as_raw_fd()));
+    parent_fds.extend(pty_pair.as_ref().map(|(p, _)| p.as_raw_fd()));
     // SAFETY: the shim is single-threaded; the child runs `child` on its own
     // stack with a copy of this process's memory and only returns an exit code.
     let pid = unsafe {
         nix::sched::clone(
-            Box::new(|| super::init::child(cfg, child_fds, parent_fds)),
+            Box::new(|| super::init::child(cfg, child_fds, &parent_fds)),
             &mut stack,
             flags,
             Some(nix::sys::signal::Signal::SIGCHLD as i32),
@@ -169,6 +204,14 @@ fn run(dir: &Path, cfg: &LaunchConfig, report_w: OwnedFd) -> i32 {
         Err(e) => return fail(report_w, format!("cannot create the container's namespaces: {e}")),
     };
     drop((out_w, err_w, go_r, exec_w));
+    let stdin_w = stdin_pipe.map(|(r, w)| {
+        drop(r);
+        w
+    });
+    let pty_parent = pty_pair.map(|(p, c)| {
+        drop(c);
+        p
+    });
     for d in &cfg.cgroup_dirs {
         let f = d.join("cgroup.procs");
         if let Err(e) = std::fs::write(&f, pid.as_raw().to_string()) {
@@ -186,9 +229,36 @@ fn run(dir: &Path, cfg: &LaunchConfig, report_w: OwnedFd) -> i32 {
         let _ = nix::sys::wait::waitpid(pid, None);
         return fail(report_w, exec_err);
     }
+    // The container sent its pty master before exec (already queued).
+    let master = match pty_parent {
+        Some(sock) => match super::manager::receive_pty(&sock) {
+            Ok(m) => Some(OwnedFd::from(m)),
+            Err(e) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+                return fail(report_w, e);
+            }
+        },
+        None => None,
+    };
+    let listener = match crate::socket::ShortPath::new(&dir.join(ATTACH_SOCKET))
+        .and_then(|s| std::os::unix::net::UnixListener::bind(s.path()))
+    {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("shim {}: no attach socket: {e}", cfg.id);
+            None
+        }
+    };
     let _ = write_atomic(&dir.join("pid"), pid.as_raw().to_string().as_bytes());
     report(report_w, &Report { pid: Some(pid.as_raw()), error: None });
-    pump(cfg, out_r, err_r);
+    let outputs = match &master {
+        // A terminal merges the streams; the pipes saw EOF at exec.
+        Some(m) => vec![(m.try_clone().ok(), 0)],
+        None => vec![(Some(out_r), 0), (Some(err_r), 1)],
+    };
+    let input = master.or(stdin_w);
+    pump(cfg, outputs, listener, input);
     let rec = wait_exit(pid);
     if let Err(e) = write_atomic(&dir.join(EXIT_FILE), &serde_json::to_vec(&rec).unwrap_or_default()) {
         eprintln!("shim {}: cannot record exit: {e}", cfg.id);
@@ -196,41 +266,70 @@ fn run(dir: &Path, cfg: &LaunchConfig, report_w: OwnedFd) -> i32 {
     0
 }
 
-fn pump(cfg: &LaunchConfig, out_r: OwnedFd, err_r: OwnedFd) {
+/// Copies the container's output into the log until every output closes,
+/// serving the attach socket meanwhile.
+fn pump(
+    cfg: &LaunchConfig,
+    outputs: Vec<(Option<OwnedFd>, usize)>,
+    listener: Option<std::os::unix::net::UnixListener>,
+    mut input: Option<OwnedFd>,
+) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut log = logfile::Writer::open(&cfg.log_path, cfg.log_max_bytes, cfg.log_max_files).ok();
-    let mut open = [Some(out_r), Some(err_r)];
+    let mut open: Vec<(Option<OwnedFd>, usize)> = outputs;
     let mut buf = vec![0u8; 32 * 1024];
-    while open.iter().any(Option::is_some) {
-        let ready: Vec<usize> = {
-            let idx: Vec<usize> = (0..2).filter(|i| open[*i].is_some()).collect();
+    while open.iter().any(|(f, _)| f.is_some()) {
+        let (ready, accept): (Vec<usize>, bool) = {
+            let idx: Vec<usize> = (0..open.len()).filter(|i| open[*i].0.is_some()).collect();
             let mut fds: Vec<PollFd> = idx
                 .iter()
-                .filter_map(|i| open[*i].as_ref().map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN)))
+                .filter_map(|i| open[*i].0.as_ref().map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN)))
                 .collect();
+            if let Some(l) = &listener {
+                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            }
             if poll(&mut fds, PollTimeout::NONE).is_err() {
                 continue;
             }
-            idx.iter()
-                .zip(&fds)
-                .filter(|(_, p)| !p.revents().unwrap_or(PollFlags::empty()).is_empty())
-                .map(|(i, _)| *i)
-                .collect()
+            let hit = |p: &PollFd| !p.revents().unwrap_or(PollFlags::empty()).is_empty();
+            let ready = idx.iter().zip(&fds).filter(|(_, p)| hit(p)).map(|(i, _)| *i).collect();
+            let accept = listener.is_some() && fds.last().is_some_and(hit);
+            (ready, accept)
         };
+        if accept
+            && let Some(l) = &listener
+            && let Ok((conn, _)) = l.accept()
+        {
+            hand_over_input(&conn, &mut input, cfg.tty);
+        }
         for i in ready {
-            let n = match &open[i] {
+            let n = match &open[i].0 {
                 Some(fd) => nix::unistd::read(fd, &mut buf).unwrap_or(0),
                 None => 0,
             };
             if n == 0 {
-                open[i] = None;
+                open[i].0 = None;
             } else if let Some(l) = log.as_mut() {
-                let _ = l.write(i, &buf[..n]);
+                let _ = l.write(open[i].1, &buf[..n]);
             }
         }
     }
     if let Some(l) = log.as_mut() {
         let _ = l.flush_partial();
+    }
+}
+
+/// Sends the input descriptor to an attaching client: the pty master every
+/// time; a stdin pipe once (the shim then closes its copy, so the client's
+/// EOF becomes the container's).
+fn hand_over_input(conn: &std::os::unix::net::UnixStream, input: &mut Option<OwnedFd>, tty: bool) {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let Some(fd) = input.as_ref() else { return };
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"i")];
+    let sent = sendmsg::<()>(conn.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None);
+    if sent.is_ok() && !tty {
+        *input = None;
     }
 }
 
