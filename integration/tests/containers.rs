@@ -239,8 +239,11 @@ fn host_and_none_networks() {
     let none = ok(docker(n, &["run", "--rm", "--network", "none", "busybox", "ip", "-o", "link"]).unwrap());
     assert_eq!(none.lines().count(), 1, "none: loopback only: {none}");
     assert!(none.contains("lo:"), "{none}");
-    let bridge = docker(n, &["run", "--rm", "--network", "bridge", "busybox", "true"]).unwrap();
-    assert!(!bridge.status.success() && text(&bridge).contains("not supported yet"), "{}", text(&bridge));
+    // The default: the default bridge, eth0 with an address of 172.17.0.0/16.
+    let bridge = ok(docker(n, &["run", "--rm", "busybox", "ip", "-o", "-4", "addr", "show", "eth0"]).unwrap());
+    assert!(bridge.contains("inet 172.17.0."), "{bridge}");
+    let shared = docker(n, &["run", "--rm", "--network", "container:x", "busybox", "true"]).unwrap();
+    assert!(!shared.status.success() && text(&shared).contains("not supported yet"), "{}", text(&shared));
 }
 
 #[test]

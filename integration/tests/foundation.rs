@@ -63,10 +63,10 @@ fn docker_client_acceptance() {
     let t = text(&missing);
     assert!(t.contains("network nosuchnet not found") || t.contains("No such network: nosuchnet"), "{t}");
 
-    let create = n.docker(&["network", "create", "web"]).unwrap();
+    let create = n.docker(&["network", "create", "-d", "overlay", "web"]).unwrap();
     assert!(!create.status.success());
     assert!(
-        text(&create).contains("Error response from daemon: network driver \"bridge\" is not implemented yet"),
+        text(&create).contains("Error response from daemon: network driver \"overlay\" is not implemented yet"),
         "{}",
         text(&create)
     );
@@ -173,7 +173,20 @@ fn bad_requests_leave_store_and_daemon_intact() {
     let cases: &[(&str, &str, Option<&str>, u16)] = &[
         ("POST", "/networks/create", Some("{\"Name\": "), 400),
         ("POST", "/networks/create", Some("\u{0}\u{1}binary"), 400),
-        ("POST", "/networks/create", Some("{\"Name\":\"x\",\"Driver\":\"bridge\"}"), 501),
+        ("POST", "/networks/create", Some("{\"Name\":\"x\",\"Driver\":\"overlay\"}"), 501),
+        (
+            "POST",
+            "/networks/create",
+            Some("{\"Name\":\"x\",\"IPAM\":{\"Config\":[{\"Subnet\":\"10.0.0.0/99\"}]}}"),
+            400,
+        ),
+        ("POST", "/networks/create", Some("{\"Name\":\"x\",\"Options\":{\"mtu\":\"9\"}}"), 400),
+        (
+            "POST",
+            "/networks/create",
+            Some("{\"Name\":\"x\",\"IPAM\":{\"Config\":[{\"Subnet\":\"10.9.0.0/24\",\"Gateway\":\"10.8.0.1\"}]}}"),
+            400,
+        ),
         ("GET", "/networks/0123456789ab", None, 404),
         ("GET", "/plugins", None, 404),
         ("GET", "/v9.99/networks", None, 400),

@@ -42,6 +42,8 @@ pub enum DaemonError {
     Socket(#[from] SocketError),
     #[error(transparent)]
     Netlink(#[from] LinksError),
+    #[error("bridge networking: {0}")]
+    Network(#[from] crate::network::NetError),
     #[error("cannot install signal handler: {0}")]
     Signal(#[source] std::io::Error),
 }
@@ -122,10 +124,13 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
                 .map_err(|e| DaemonError::Dir { path: "/proc/self/exe".into(), source: e })?,
         },
     )?;
+    let networks = crate::network::Networks::connect(store.clone())?;
+    networks.init().await?;
+    runtime.set_networks(networks.clone());
     runtime.adopt().await?;
 
     let (reconcile, reconcile_task) =
-        reconcile::spawn(store.clone(), links, config.reconcile_interval, stop.clone()).await;
+        reconcile::spawn(store.clone(), links, Some(networks.clone()), config.reconcile_interval, stop.clone()).await;
 
     let mut listeners = Vec::new();
     for path in &config.sockets {
@@ -134,6 +139,7 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
     let ctx = Arc::new(Ctx {
         store,
         runtime,
+        networks: Some(networks),
         images,
         volumes,
         events,

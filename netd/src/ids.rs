@@ -18,7 +18,8 @@ pub const ID_LEN: usize = 64;
 /// Length of the short form shown in tables.
 pub const SHORT_LEN: usize = 12;
 
-fn random_hex() -> String {
+/// 64 random hex digits (Docker's id format).
+pub fn random_hex() -> String {
     let bytes: [u8; ID_LEN / 2] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -122,7 +122,7 @@ impl NetworkRecord {
                     ("com.docker.network.bridge.default_bridge", "true"),
                     ("com.docker.network.bridge.enable_icc", "true"),
                     ("com.docker.network.bridge.enable_ip_masquerade", "true"),
-                    ("com.docker.network.bridge.name", "docker0"),
+                    ("com.docker.network.bridge.name", "netd0"),
                     ("com.docker.network.driver.mtu", "1500"),
                 ],
             ),
@@ -130,6 +130,44 @@ impl NetworkRecord {
             mk("none", Driver::Null, &[]),
         ]
     }
+}
+
+/// A container's attachment to a network, recorded in the container from
+/// creation (or `network connect`) to removal (or `network disconnect`): the
+/// address it holds is allocated as long as this record exists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// 64 hex digits, as Docker's EndpointID.
+    pub id: String,
+    pub network: NetworkId,
+    /// The network's name when attached (names are unique, ids are the key).
+    pub network_name: String,
+    pub ip: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: std::net::Ipv4Addr,
+    /// `02:42:...`, derived from the address as Docker does.
+    pub mac: String,
+    /// Interface name inside the container (`eth0`, `eth1`...).
+    pub ifname: String,
+    pub aliases: Vec<String>,
+    /// Asked for with `--ip`.
+    pub static_ip: bool,
+}
+
+impl Endpoint {
+    /// The host side of the veth: `veth` + 7 hex digits of the endpoint id.
+    pub fn host_ifname(&self) -> String {
+        format!("veth{}", &self.id[..7])
+    }
+}
+
+/// A published port of a running container: where it listens on the node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub proto: crate::firewall::Proto,
+    pub container_port: u16,
+    pub host_ip: Option<std::net::Ipv4Addr>,
+    pub host_port: u16,
 }
 
 /// Names Docker accepts for networks (and later containers).

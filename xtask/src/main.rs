@@ -10,8 +10,18 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 /// Debian packages the build, the lab and the tests use.
-const APT_PACKAGES: &[&str] =
-    &["gcc", "libc6-dev", "iproute2", "iputils-ping", "procps", "util-linux", "git", "busybox-static"];
+const APT_PACKAGES: &[&str] = &[
+    "gcc",
+    "libc6-dev",
+    "iproute2",
+    "iputils-ping",
+    "procps",
+    "util-linux",
+    "git",
+    "busybox-static",
+    "nftables",
+    "containernetworking-plugins",
+];
 /// Where the docker client goes when the machine has none on PATH (the lab's
 /// `bins::docker` looks there too).
 const TOOLS_DIR: &str = "/usr/local/lib/netd-tools/bin";

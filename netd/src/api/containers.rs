@@ -31,6 +31,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Conflict(_) => ApiError::Conflict(e.to_string()),
             RuntimeError::BadRequest(_) => ApiError::BadRequest(e.to_string()),
             RuntimeError::Image(i) => i.into(),
+            RuntimeError::Network(n) => n.into(),
             RuntimeError::Volume(v) => v.into(),
             RuntimeError::Cgroup(c) => ApiError::BadRequest(c.to_string()),
             RuntimeError::Store(_) | RuntimeError::Internal(_) => ApiError::Internal(e.to_string()),
@@ -83,10 +84,98 @@ fn mounts_json(c: &ContainerRecord) -> Vec<Value> {
         .collect()
 }
 
-fn network_mode(c: &ContainerRecord) -> &'static str {
+fn network_mode(c: &ContainerRecord) -> String {
     match c.spec.network {
-        NetworkMode::None => "none",
-        NetworkMode::Host => "host",
+        NetworkMode::None => "none".into(),
+        NetworkMode::Host => "host".into(),
+        NetworkMode::Bridge => c.spec.networks.first().map(|n| n.network.clone()).unwrap_or_else(|| "bridge".into()),
+    }
+}
+
+fn port_key(port: u16, proto: crate::firewall::Proto) -> String {
+    format!("{port}/{}", proto.as_str())
+}
+
+fn endpoint_json(c: &ContainerRecord, e: &crate::model::Endpoint) -> Value {
+    let mut dns = vec![c.name.clone(), c.id.short().to_owned()];
+    dns.extend(e.aliases.iter().cloned());
+    json!({
+        "IPAMConfig": if e.static_ip { json!({ "IPv4Address": e.ip.to_string() }) } else { Value::Null },
+        "Links": null,
+        "Aliases": if e.aliases.is_empty() { Value::Null } else { json!(e.aliases) },
+        "MacAddress": e.mac,
+        "DriverOpts": null,
+        "NetworkID": e.network.to_string(),
+        "EndpointID": e.id,
+        "Gateway": e.gateway.to_string(),
+        "IPAddress": e.ip.to_string(),
+        "IPPrefixLen": e.prefix,
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "DNSNames": dns,
+    })
+}
+
+fn networks_json(c: &ContainerRecord) -> Value {
+    let mut m = serde_json::Map::new();
+    for e in &c.endpoints {
+        m.insert(e.network_name.clone(), endpoint_json(c, e));
+    }
+    if c.spec.network != NetworkMode::Bridge {
+        m.insert(
+            network_mode(c),
+            json!({ "NetworkID": "", "EndpointID": "", "IPAddress": "", "Gateway": "", "MacAddress": "" }),
+        );
+    }
+    Value::Object(m)
+}
+
+/// `NetworkSettings.Ports`: every exposed or published port, with its host
+/// bindings while running (null when not published).
+fn ports_json(c: &ContainerRecord) -> Value {
+    let mut m = serde_json::Map::new();
+    for (port, proto) in &c.spec.exposed {
+        m.insert(port_key(*port, *proto), Value::Null);
+    }
+    for r in &c.spec.ports {
+        m.entry(port_key(r.container_port, r.proto)).or_insert(Value::Null);
+    }
+    for p in &c.state.ports {
+        let v = m.entry(port_key(p.container_port, p.proto)).or_insert(Value::Null);
+        if v.is_null() {
+            *v = json!([]);
+        }
+        if let Value::Array(a) = v {
+            a.push(json!({
+                "HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into()),
+                "HostPort": p.host_port.to_string(),
+            }));
+        }
+    }
+    Value::Object(m)
+}
+
+fn port_bindings_json(c: &ContainerRecord) -> Value {
+    let mut m = serde_json::Map::new();
+    for r in &c.spec.ports {
+        let host_port = match r.host_ports {
+            (0, 0) => String::new(),
+            (a, b) if a == b => a.to_string(),
+            (a, b) => format!("{a}-{b}"),
+        };
+        let v = m.entry(port_key(r.container_port, r.proto)).or_insert_with(|| json!([]));
+        if let Value::Array(a) = v {
+            a.push(json!({ "HostIp": r.host_ip.map(|i| i.to_string()).unwrap_or_default(), "HostPort": host_port }));
+        }
+    }
+    Value::Object(m)
+}
+
+fn primary(c: &ContainerRecord) -> (String, String, u8, String) {
+    match c.endpoints.first() {
+        Some(e) => (e.ip.to_string(), e.gateway.to_string(), e.prefix, e.mac.clone()),
+        None => Default::default(),
     }
 }
 
@@ -98,12 +187,17 @@ fn summary(c: &ContainerRecord) -> Value {
         "ImageID": format!("sha256:{}", c.image_id),
         "Command": command_line(c),
         "Created": secs(&c.created),
-        "Ports": [],
+        "Ports": c.state.ports.iter().map(|p| json!({
+            "IP": p.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into()),
+            "PrivatePort": p.container_port,
+            "PublicPort": p.host_port,
+            "Type": p.proto.as_str(),
+        })).collect::<Vec<_>>(),
         "Labels": c.spec.labels,
         "State": c.state.status.as_str(),
         "Status": c.status_text(now()),
         "HostConfig": { "NetworkMode": network_mode(c) },
-        "NetworkSettings": { "Networks": {} },
+        "NetworkSettings": { "Networks": networks_json(c) },
         "Mounts": mounts_json(c),
     })
 }
@@ -156,6 +250,8 @@ fn inspect_json(rt: &Runtime, c: &ContainerRecord) -> Value {
             "Memory": c.spec.limits.memory_bytes.unwrap_or(0),
             "NanoCpus": c.spec.limits.nano_cpus.unwrap_or(0),
             "PidsLimit": c.spec.limits.pids,
+            "PortBindings": port_bindings_json(c),
+            "PublishAllPorts": c.spec.publish_all,
             "Binds": c.mounts.iter().filter(|m| m.kind != MountKind::Tmpfs)
                 .map(|m| format!("{}:{}{}", m.name, m.target, if m.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
         },
@@ -165,6 +261,7 @@ fn inspect_json(rt: &Runtime, c: &ContainerRecord) -> Value {
             "Hostname": c.hostname,
             "User": c.spec.user,
             "Tty": c.spec.tty,
+            "ExposedPorts": c.spec.exposed.iter().map(|(p, proto)| (port_key(*p, *proto), json!({}))).collect::<serde_json::Map<_, _>>(),
             "OpenStdin": c.spec.open_stdin,
             "Env": c.env,
             "Cmd": c.spec.cmd,
@@ -175,7 +272,15 @@ fn inspect_json(rt: &Runtime, c: &ContainerRecord) -> Value {
             "StopSignal": c.spec.stop_signal.to_string(),
             "StopTimeout": c.spec.stop_timeout,
         },
-        "NetworkSettings": { "Networks": {}, "Ports": {}, "SandboxKey": "" },
+        "NetworkSettings": {
+            "Networks": networks_json(c),
+            "Ports": ports_json(c),
+            "SandboxKey": if s.pid > 0 && c.spec.network != NetworkMode::Host { format!("/proc/{}/ns/net", s.pid) } else { String::new() },
+            "IPAddress": primary(c).0,
+            "Gateway": primary(c).1,
+            "IPPrefixLen": primary(c).2,
+            "MacAddress": primary(c).3,
+        },
     })
 }
 

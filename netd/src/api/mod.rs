@@ -41,6 +41,8 @@ use crate::sysinfo::HostFacts;
 pub struct Ctx {
     pub store: Store,
     pub runtime: Arc<crate::runtime::manager::Runtime>,
+    /// The bridge driver (absent in unprivileged unit tests).
+    pub networks: Option<Arc<crate::network::Networks>>,
     pub images: crate::image::ImageStore,
     pub volumes: crate::volume::VolumeStore,
     pub events: Arc<EventBus>,

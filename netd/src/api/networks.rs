@@ -7,6 +7,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::json;
 
@@ -15,6 +17,48 @@ use super::types::{Network, NetworkConnect, NetworkCreate};
 use super::{ApiError, AppState, RawBody, bool_param, json_body, query};
 use crate::events::Event;
 use crate::model::{Driver, NetworkRecord, valid_name};
+use crate::network::{CreateRequest, NetError};
+use crate::runtime::container::ContainerRecord;
+
+impl From<NetError> for ApiError {
+    fn from(e: NetError) -> Self {
+        match e {
+            NetError::NotFound(m) => ApiError::NotFound(m),
+            NetError::Conflict(m) => ApiError::Conflict(m),
+            NetError::BadRequest(m) => ApiError::BadRequest(m),
+            NetError::Forbidden(m) => ApiError::Forbidden(m),
+            NetError::Ipam(crate::ipam::IpamError::InUse(a)) => {
+                ApiError::Conflict(format!("address {a} is already in use"))
+            }
+            NetError::Ipam(i) => ApiError::BadRequest(i.to_string()),
+            e @ (NetError::Kernel(_) | NetError::Store(_) | NetError::Firewall(_)) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// The API view of a network, with the containers attached to it.
+fn network_json(n: &NetworkRecord, containers: &[ContainerRecord]) -> Network {
+    let mut out = Network::from(n);
+    for c in containers {
+        for e in c.endpoints.iter().filter(|e| e.network == n.id) {
+            out.containers.insert(
+                c.id.to_string(),
+                json!({
+                    "Name": c.name,
+                    "EndpointID": e.id,
+                    "MacAddress": e.mac,
+                    "IPv4Address": format!("{}/{}", e.ip, e.prefix),
+                    "IPv6Address": "",
+                }),
+            );
+        }
+    }
+    out
+}
+
+fn containers(st: &AppState) -> Result<Vec<ContainerRecord>, ApiError> {
+    Ok(st.store.all::<ContainerRecord>()?)
+}
 
 #[derive(Deserialize, Default)]
 struct ListQuery {
@@ -58,6 +102,8 @@ pub(super) async fn list(State(st): State<AppState>, uri: Uri) -> Result<Respons
     f.expect_values("scope", &["local", "swarm", "global"])?;
     f.expect_values("dangling", &["true", "false", "1", "0"])?;
     let nets = st.store.networks()?;
+    let all = containers(&st)?;
+    let used = |n: &NetworkRecord| all.iter().any(|c| c.endpoints.iter().any(|e| e.network == n.id));
     let mut out: Vec<Network> = nets
         .iter()
         .filter(|n| {
@@ -67,10 +113,9 @@ pub(super) async fn list(State(st): State<AppState>, uri: Uri) -> Result<Respons
                 && f.get("label").iter().all(|l| label_matches(&n.labels, l))
                 && f.any("scope", |v| n.scope.as_str() == v)
                 && f.any("type", |v| (v == "builtin") == n.predefined)
-                // No network has containers yet: dangling = every custom network.
-                && f.any("dangling", |v| matches!(v, "true" | "1") == !n.predefined)
+                && f.any("dangling", |v| matches!(v, "true" | "1") == (!n.predefined && !used(n)))
         })
-        .map(Network::from)
+        .map(|n| network_json(n, &all))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(out).into_response())
@@ -86,7 +131,8 @@ fn cached_list(st: &AppState) -> Result<Response, ApiError> {
     let body = match hit {
         Some(b) => b,
         None => {
-            let mut out: Vec<Network> = st.store.networks()?.iter().map(Network::from).collect();
+            let all = containers(st)?;
+            let mut out: Vec<Network> = st.store.networks()?.iter().map(|n| network_json(n, &all)).collect();
             out.sort_by(|a, b| a.name.cmp(&b.name));
             let b = Bytes::from(serde_json::to_vec(&out).map_err(|e| ApiError::Internal(e.to_string()))?);
             *st.networks_json.write().unwrap_or_else(|p| p.into_inner()) = (generation, b.clone());
@@ -114,7 +160,7 @@ pub(super) async fn inspect(
     {
         return Err(ApiError::NotFound(format!("network {id} not found")));
     }
-    Ok(Json(Network::from(&n)))
+    Ok(Json(network_json(&n, &containers(&st)?)))
 }
 
 pub(super) async fn create(
@@ -142,21 +188,70 @@ pub(super) async fn create(
     }
     let driver_name = req.driver.as_deref().filter(|d| !d.is_empty()).unwrap_or("bridge");
     match Driver::from_name(driver_name) {
+        Some(Driver::Bridge) => {}
         Some(d @ (Driver::Host | Driver::Null)) => {
-            Err(ApiError::Forbidden(format!("only one instance of \"{}\" network is allowed", d.as_str())))
+            return Err(ApiError::Forbidden(format!("only one instance of \"{}\" network is allowed", d.as_str())));
         }
-        Some(d) if !d.implemented() => Err(ApiError::NotImplemented(format!(
-            "network driver \"{}\" is not implemented yet in netd {}",
-            d.as_str(),
-            env!("CARGO_PKG_VERSION")
-        ))),
-        Some(_) => Err(ApiError::Internal("driver dispatch missing".into())),
-        None if ["macvlan", "ipvlan"].contains(&driver_name) => Err(ApiError::NotImplemented(format!(
-            "network driver \"{driver_name}\" is not implemented yet in netd {}",
-            env!("CARGO_PKG_VERSION")
-        ))),
-        None => Err(ApiError::NotFound(format!("plugin \"{driver_name}\" not found"))),
+        Some(d) => {
+            return Err(ApiError::NotImplemented(format!(
+                "network driver \"{}\" is not implemented yet in netd {}",
+                d.as_str(),
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        None if ["macvlan", "ipvlan"].contains(&driver_name) => {
+            return Err(ApiError::NotImplemented(format!(
+                "network driver \"{driver_name}\" is not implemented yet in netd {}",
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        None => return Err(ApiError::NotFound(format!("plugin \"{driver_name}\" not found"))),
     }
+    if req.enable_ipv6 == Some(true) {
+        return Err(ApiError::NotImplemented("IPv6 networks are not implemented yet in netd".into()));
+    }
+    if req.ingress {
+        return Err(ApiError::NotImplemented("ingress networks come with the overlay driver".into()));
+    }
+    let ipam = req.ipam.unwrap_or_default();
+    if !matches!(ipam.driver.as_str(), "" | "default") {
+        return Err(ApiError::NotFound(format!("IPAM driver {:?} not found: netd has only \"default\"", ipam.driver)));
+    }
+    let pools = ipam.config.unwrap_or_default();
+    if pools.len() > 1 {
+        return Err(ApiError::BadRequest("only one IPv4 address pool per network is supported".into()));
+    }
+    let pool = pools.into_iter().next();
+    let opt = |s: Option<&String>| s.filter(|v| !v.is_empty()).cloned();
+    if let Some(p) = &pool {
+        // Validate before anything else, so bad input never needs the driver.
+        for (what, v) in [("subnet", &p.subnet), ("ip-range", &p.ip_range)] {
+            if !v.is_empty() {
+                v.parse::<crate::ipam::Ipv4Net>().map_err(|e| ApiError::BadRequest(format!("invalid {what}: {e}")))?;
+            }
+        }
+        if p.subnet.is_empty() && (!p.ip_range.is_empty() || !p.gateway.is_empty()) {
+            return Err(ApiError::BadRequest("ip-range and gateway need a subnet".into()));
+        }
+    }
+    let create = CreateRequest {
+        name: name.clone(),
+        internal: req.internal,
+        attachable: req.attachable,
+        subnet: opt(pool.as_ref().map(|p| &p.subnet)),
+        ip_range: opt(pool.as_ref().map(|p| &p.ip_range)),
+        gateway: opt(pool.as_ref().map(|p| &p.gateway)),
+        options: req.options.unwrap_or_default(),
+        labels: req.labels.unwrap_or_default(),
+    };
+    let networks = st
+        .networks
+        .as_ref()
+        .ok_or_else(|| ApiError::Internal("the bridge driver is not running in this daemon".into()))?;
+    let rec = networks.create(create).await?;
+    st.events.publish(Event::now("network", "create", rec.id.as_str(), &[("name", &rec.name), ("type", "bridge")]));
+    st.reconcile.notify();
+    Ok((StatusCode::CREATED, Json(json!({ "Id": rec.id.to_string(), "Warning": "" }))).into_response())
 }
 
 pub(super) async fn remove(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -164,11 +259,12 @@ pub(super) async fn remove(State(st): State<AppState>, Path(id): Path<String>) -
     if n.predefined {
         return Err(ApiError::Forbidden(format!("{} is a pre-defined network and cannot be removed", n.name)));
     }
-    let store = st.store.clone();
-    let nid = n.id.clone();
-    tokio::task::spawn_blocking(move || store.remove_network(&nid))
-        .await
-        .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))??;
+    match &st.networks {
+        Some(networks) => networks.remove(&n).await?,
+        None => {
+            st.store.remove_network(&n.id)?;
+        }
+    }
     st.events.publish(Event::now(
         "network",
         "destroy",
@@ -180,34 +276,40 @@ pub(super) async fn remove(State(st): State<AppState>, Path(id): Path<String>) -
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn attach_common(
-    st: &AppState,
-    id: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
-    verb: &str,
-) -> Result<Response, ApiError> {
-    let n = resolve(st, id)?;
-    let req: NetworkConnect = json_body(headers, body)?;
-    if req.container.is_empty() {
-        return Err(ApiError::BadRequest("container is required (field Container)".into()));
-    }
-    let _ = req.force;
-    Err(ApiError::NotFound(format!(
-        "cannot {verb} container {} {} network {}: no such container (this netd runs no containers yet)",
-        req.container,
-        if verb == "connect" { "to" } else { "from" },
-        n.name
-    )))
-}
-
 pub(super) async fn connect(
     State(st): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    attach_common(&st, &id, &headers, &body, "connect").await
+    let n = resolve(&st, &id)?;
+    let req: NetworkConnect = json_body(&headers, &body)?;
+    if req.container.is_empty() {
+        return Err(ApiError::BadRequest("container is required (field Container)".into()));
+    }
+    st.runtime.find(&req.container)?;
+    let settings = req.endpoint_config.unwrap_or(serde_json::Value::Null);
+    let settings: crate::runtime::netspec::ApiEndpointSettings = if settings.is_null() {
+        Default::default()
+    } else {
+        serde_json::from_value(settings).map_err(|e| ApiError::BadRequest(format!("invalid EndpointConfig: {e}")))?
+    };
+    let mut eps = BTreeMap::new();
+    eps.insert(n.name.clone(), settings);
+    let reqs = crate::runtime::netspec::networks(&n.name, Some(eps))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+        .unwrap_or_default();
+    let Some(r) = reqs.into_iter().next() else {
+        return Err(ApiError::BadRequest(format!("container cannot be connected to the {} network", n.name)));
+    };
+    let c = st.runtime.connect(&req.container, r).await?;
+    st.events.publish(Event::now(
+        "network",
+        "connect",
+        n.id.as_str(),
+        &[("container", c.id.as_str()), ("name", &n.name), ("type", n.driver.as_str())],
+    ));
+    Ok(StatusCode::OK.into_response())
 }
 
 pub(super) async fn disconnect(
@@ -216,7 +318,19 @@ pub(super) async fn disconnect(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    attach_common(&st, &id, &headers, &body, "disconnect").await
+    let n = resolve(&st, &id)?;
+    let req: NetworkConnect = json_body(&headers, &body)?;
+    if req.container.is_empty() {
+        return Err(ApiError::BadRequest("container is required (field Container)".into()));
+    }
+    let c = st.runtime.disconnect(&req.container, &n.id, req.force).await?;
+    st.events.publish(Event::now(
+        "network",
+        "disconnect",
+        n.id.as_str(),
+        &[("container", c.id.as_str()), ("name", &n.name), ("type", n.driver.as_str())],
+    ));
+    Ok(StatusCode::OK.into_response())
 }
 
 pub(super) async fn prune(State(st): State<AppState>, uri: Uri) -> Result<Json<serde_json::Value>, ApiError> {
@@ -230,12 +344,18 @@ pub(super) async fn prune(State(st): State<AppState>, uri: Uri) -> Result<Json<s
         return Err(ApiError::NotImplemented("the 'until' prune filter is not implemented yet".into()));
     }
     let mut deleted = Vec::new();
+    let all = containers(&st)?;
     for n in st.store.networks()? {
-        // No network has containers yet, so every custom network is unused.
         let selected = !n.predefined
+            && !all.iter().any(|c| c.endpoints.iter().any(|e| e.network == n.id))
             && f.get("label").iter().all(|l| label_matches(&n.labels, l))
             && !f.get("label!").iter().any(|l| label_matches(&n.labels, l));
-        if selected && st.store.remove_network(&n.id)? {
+        let removed = match (&st.networks, selected) {
+            (_, false) => false,
+            (Some(networks), true) => networks.remove(&n).await.is_ok(),
+            (None, true) => st.store.remove_network(&n.id)?,
+        };
+        if removed {
             st.events.publish(Event::now(
                 "network",
                 "destroy",

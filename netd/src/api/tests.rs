@@ -45,7 +45,8 @@ async fn harness() -> Harness {
     store.ensure_networks(NetworkRecord::predefined_set("2026-01-01T00:00:00Z")).unwrap();
     let (stop, stop_rx) = watch::channel(false);
     let (reconcile, _task) =
-        crate::reconcile::spawn(store.clone(), NoLinks, std::time::Duration::from_secs(30), stop_rx.clone()).await;
+        crate::reconcile::spawn(store.clone(), NoLinks, None, std::time::Duration::from_secs(30), stop_rx.clone())
+            .await;
     let config = Config::merge(&Flags::default(), FileConfig::default()).unwrap();
     let images = crate::image::ImageStore::open(dir.path().join("images"), store.clone()).unwrap();
     let volumes = crate::volume::VolumeStore::open(dir.path().join("volumes"), store.clone()).unwrap();
@@ -64,6 +65,7 @@ async fn harness() -> Harness {
     )
     .unwrap();
     let ctx = Arc::new(Ctx {
+        networks: None,
         runtime,
         images,
         volumes,
@@ -208,9 +210,9 @@ async fn bad_input_is_refused_and_changes_nothing() {
         (
             Method::POST,
             "/networks/create",
-            Some(r#"{"Name": "n1", "Driver": "bridge"}"#),
-            StatusCode::NOT_IMPLEMENTED,
-            "not implemented yet",
+            Some(r#"{"Name": "n1", "Driver": "bridge", "IPAM": {"Config": [{"Subnet": "10.1.0.1/16"}]}}"#),
+            StatusCode::BAD_REQUEST,
+            "host bits set",
         ),
         (
             Method::POST,
@@ -250,7 +252,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
             "/networks/none/connect",
             Some(r#"{"Container":"c1"}"#),
             StatusCode::NOT_FOUND,
-            "no such container",
+            "No such container: c1",
         ),
         (
             Method::POST,

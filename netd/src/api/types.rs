@@ -133,4 +133,6 @@ pub struct NetworkConnect {
     pub container: String,
     #[serde(rename = "Force", default)]
     pub force: bool,
+    #[serde(rename = "EndpointConfig", default)]
+    pub endpoint_config: Option<serde_json::Value>,
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use super::{Desired, Links, apply, plan};
+use crate::network::Networks;
 use crate::store::Store;
 
 /// What the last pass did, for `/info` and tests.
@@ -39,7 +40,10 @@ impl ReconcileHandle {
     }
 }
 
-async fn pass<L: Links>(store: &Store, links: &L) -> Result<usize, String> {
+async fn pass<L: Links>(store: &Store, links: &L, networks: Option<&Networks>) -> Result<usize, String> {
+    if let Some(n) = networks {
+        n.reconcile().await.map_err(|e| e.to_string())?;
+    }
     let networks = store.networks().map_err(|e| e.to_string())?;
     let desired = Desired { networks: networks.into_iter().map(|n| n.id).collect() };
     let observed = links.list().await.map_err(|e| e.to_string())?;
@@ -56,11 +60,12 @@ async fn pass<L: Links>(store: &Store, links: &L) -> Result<usize, String> {
 pub async fn spawn<L: Links + Send + Sync + 'static>(
     store: Store,
     links: L,
+    networks: Option<Arc<Networks>>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> (ReconcileHandle, tokio::task::JoinHandle<()>) {
     let notify = Arc::new(Notify::new());
-    let first = pass(&store, &links).await;
+    let first = pass(&store, &links, networks.as_deref()).await;
     let (tx, rx) = watch::channel(status_after(0, first));
     let handle = ReconcileHandle { notify: notify.clone(), status: rx };
     let task = tokio::spawn(async move {
@@ -73,7 +78,7 @@ pub async fn spawn<L: Links + Send + Sync + 'static>(
                 _ = notify.notified() => {}
                 _ = ticker.tick() => {}
             }
-            let result = pass(&store, &links).await;
+            let result = pass(&store, &links, networks.as_deref()).await;
             let passes = tx.borrow().passes;
             tx.send_replace(status_after(passes, result));
         }

@@ -46,6 +46,9 @@ pub struct State {
     pub exits: u64,
     /// Stopped through the API (restart policies do not restart it).
     pub stopped_by_user: bool,
+    /// Published ports while running.
+    #[serde(default)]
+    pub ports: Vec<crate::model::PortMapping>,
 }
 
 /// A mount as recorded (volume mounts keep their volume's name).
@@ -93,6 +96,9 @@ pub struct ContainerRecord {
     pub gid: u32,
     pub hostname: String,
     pub mounts: Vec<MountRecord>,
+    /// Network attachments (bridge mode), the primary one first.
+    #[serde(default)]
+    pub endpoints: Vec<crate::model::Endpoint>,
     pub state: State,
 }
 

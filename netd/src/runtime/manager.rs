@@ -23,6 +23,7 @@ use super::spec::{ContainerSpec, MountKind, NetworkMode, RestartPolicy, check_na
 use crate::events::{Event, EventBus};
 use crate::ids::ContainerId;
 use crate::image::{ImageError, ImageStore};
+use crate::network::{NetError, Networks};
 use crate::store::{Store, StoreError};
 use crate::volume::{VolumeError, VolumeStore};
 
@@ -38,6 +39,8 @@ pub enum RuntimeError {
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
+    Network(#[from] NetError),
+    #[error(transparent)]
     Volume(#[from] VolumeError),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
@@ -48,6 +51,35 @@ pub enum RuntimeError {
 }
 
 type R<T> = Result<T, RuntimeError>;
+
+/// The container's resolv.conf. On bridge networks the node's loopback
+/// resolvers are unreachable from the container's namespace, so they are
+/// dropped (and Docker's public fallback used if none is left).
+///
+/// Seam for the embedded DNS: once it lands, containers on user-defined
+/// networks get `nameserver 127.0.0.11` plus Docker's `options ndots:0` here.
+pub fn resolv_conf_for(c: &ContainerRecord, host: &str) -> String {
+    if c.spec.network != NetworkMode::Bridge {
+        return host.to_owned();
+    }
+    let mut out = String::new();
+    let mut servers = 0;
+    for line in host.lines() {
+        let mut w = line.split_whitespace();
+        if w.next() == Some("nameserver") {
+            match w.next().map(str::parse::<std::net::IpAddr>) {
+                Some(Ok(a)) if a.is_loopback() => continue,
+                _ => servers += 1,
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if servers == 0 {
+        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
+}
 
 /// Where the runtime keeps things and how it names cgroups.
 #[derive(Clone, Debug)]
@@ -80,6 +112,8 @@ pub struct Runtime {
     execs: std::sync::Mutex<BTreeMap<String, ExecRecord>>,
     /// pty masters of running TTY execs (for resize).
     exec_ptys: std::sync::Mutex<BTreeMap<String, Arc<std::fs::File>>>,
+    /// The bridge driver, once the daemon has started it.
+    networks: std::sync::OnceLock<Arc<Networks>>,
 }
 
 /// One `docker exec` instance.
@@ -144,7 +178,19 @@ impl Runtime {
             removed_exits: Default::default(),
             execs: Default::default(),
             exec_ptys: Default::default(),
+            networks: Default::default(),
         }))
+    }
+
+    /// Hands the runtime the bridge driver (once, at start).
+    pub fn set_networks(&self, n: Arc<Networks>) {
+        let _ = self.networks.set(n);
+    }
+
+    fn net(&self) -> R<&Arc<Networks>> {
+        self.networks
+            .get()
+            .ok_or_else(|| RuntimeError::Internal("bridge networking is not available in this daemon".into()))
     }
 
     fn bump(&self) {
@@ -210,6 +256,55 @@ impl Runtime {
         receive_pty(&conn).map_err(RuntimeError::Conflict)
     }
 
+    /// `network connect`: allocates an endpoint and, if the container runs,
+    /// plumbs it into its namespace at once.
+    pub async fn connect(&self, key: &str, req: super::netspec::NetworkRequest) -> R<ContainerRecord> {
+        let _g = self.lock.lock().await;
+        let mut c = self.find(key)?;
+        if c.spec.network != NetworkMode::Bridge {
+            return Err(RuntimeError::BadRequest(format!(
+                "container {} is on the {} network: it cannot be connected to other networks",
+                c.name,
+                if c.spec.network == NetworkMode::Host { "host" } else { "none" }
+            )));
+        }
+        let net = self.net()?.clone();
+        let _ng = net.locked().await;
+        let eps = net.allocate(std::slice::from_ref(&req), &c.endpoints, &self.list()?)?;
+        if c.state.status == Status::Running && c.state.pid > 0 {
+            net.plumb(c.state.pid, &eps, c.endpoints.is_empty()).await?;
+        }
+        c.endpoints.extend(eps);
+        self.save(&c)?;
+        drop(_ng);
+        net.sync_firewall().await?;
+        Ok(c)
+    }
+
+    /// `network disconnect`: removes the endpoint (and its interface from a
+    /// running container); its address is free again.
+    pub async fn disconnect(&self, key: &str, network: &crate::ids::NetworkId, _force: bool) -> R<ContainerRecord> {
+        let _g = self.lock.lock().await;
+        let mut c = self.find(key)?;
+        let Some(pos) = c.endpoints.iter().position(|e| &e.network == network) else {
+            return Err(RuntimeError::Conflict(format!(
+                "container {} is not connected to network {}",
+                c.name,
+                network.short()
+            )));
+        };
+        let net = self.net()?.clone();
+        let _ng = net.locked().await;
+        if c.state.status == Status::Running && c.state.pid > 0 {
+            net.unplumb(c.state.pid, &c.endpoints[pos]).await?;
+        }
+        c.endpoints.remove(pos);
+        self.save(&c)?;
+        drop(_ng);
+        net.sync_firewall().await?;
+        Ok(c)
+    }
+
     /// Sets the window size of a running TTY container.
     pub fn resize(&self, key: &str, rows: u16, cols: u16) -> R<()> {
         let c = self.find(key)?;
@@ -264,6 +359,30 @@ impl Runtime {
             )));
         }
         let image = self.images.resolve(&spec.image)?;
+        let mut spec = spec;
+        for key in &image.config.exposed_ports {
+            let Ok((port, proto)) = super::netspec::parse_port_key(key) else { continue };
+            if !spec.exposed.contains(&(port, proto)) {
+                spec.exposed.push((port, proto));
+            }
+            if spec.publish_all && !spec.ports.iter().any(|p| p.container_port == port && p.proto == proto) {
+                spec.ports.push(super::netspec::PortRequest {
+                    proto,
+                    container_port: port,
+                    host_ip: None,
+                    host_ports: (0, 0),
+                });
+            }
+        }
+        // Held until the record (which holds the addresses) is saved.
+        let (_net_guard, endpoints) = if spec.network == NetworkMode::Bridge {
+            let net = self.net()?;
+            let g = net.locked().await;
+            let eps = net.allocate(&spec.networks, &[], &self.list()?)?;
+            (Some(g), eps)
+        } else {
+            (None, Vec::new())
+        };
         let rootfs = self.images.rootfs(&image.id);
         let process = resolve::process(&spec, &image.config).map_err(RuntimeError::BadRequest)?;
         let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
@@ -328,6 +447,7 @@ impl Runtime {
                 gid,
                 hostname,
                 mounts: mounts.clone(),
+                endpoints: endpoints.clone(),
                 spec: spec.clone(),
                 state: State::default(),
             };
@@ -359,9 +479,13 @@ impl Runtime {
         let hosts = if host {
             std::fs::read_to_string("/etc/hosts").unwrap_or_default()
         } else {
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", c.hostname)
+            let own = match c.endpoints.first() {
+                Some(e) => format!("{}\t{}\n", e.ip, c.hostname),
+                None => format!("127.0.1.1\t{}\n", c.hostname),
+            };
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{own}")
         };
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = resolv_conf_for(c, &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
         for (f, content) in [("hostname", format!("{}\n", c.hostname)), ("hosts", hosts), ("resolv.conf", resolv)] {
             std::fs::write(d.join(f), content).map_err(internal("write /etc files"))?;
         }
@@ -427,6 +551,14 @@ impl Runtime {
         if !self.images.rootfs(&c.image_id).exists() {
             return Err(RuntimeError::Conflict(format!("the image of container {} ({}) was removed", c.name, c.image)));
         }
+        let net = match c.spec.network {
+            NetworkMode::Bridge => Some(self.net()?.clone()),
+            _ => None,
+        };
+        let ports = match &net {
+            Some(n) => n.ports_for(&c, &self.list()?)?,
+            None => Vec::new(),
+        };
         let layout = self.cgroups.clone().map_err(|e| RuntimeError::Internal(format!("no usable cgroups: {e}")))?;
         let parent = self.paths.cgroup_parent.clone();
         let cg = layout.cgroup(&parent, c.id.as_str());
@@ -441,7 +573,15 @@ impl Runtime {
         std::fs::write(dir.join(shim::LAUNCH_FILE), bytes).map_err(internal("write launch config"))?;
         let exe = self.paths.netd_exe.clone();
         let d2 = dir.clone();
-        let report = tokio::task::spawn_blocking(move || shim::spawn(&exe, &d2))
+        let (eps, tokio_rt) = (c.endpoints.clone(), tokio::runtime::Handle::current());
+        let net2 = net.clone();
+        // Runs while the container's first process waits: its namespace
+        // exists, its command has not started yet.
+        let setup = move |pid: i32| match &net2 {
+            Some(n) => tokio_rt.block_on(n.plumb(pid, &eps, true)).map_err(|e| format!("network setup: {e}")),
+            None => Ok(()),
+        };
+        let report = tokio::task::spawn_blocking(move || shim::spawn(&exe, &d2, setup))
             .await
             .map_err(|e| RuntimeError::Internal(e.to_string()))?
             .map_err(RuntimeError::Internal)?;
@@ -467,7 +607,16 @@ impl Runtime {
         c.state.started_at = jiff::Timestamp::now().to_string();
         c.state.error.clear();
         c.state.stopped_by_user = false;
+        c.state.ports = ports;
         self.save(&c)?;
+        if let Some(n) = &net
+            && let Err(e) = n.sync_firewall().await
+        {
+            // Published ports that do not work: better not run at all.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            self.watch(c.id.clone(), pid);
+            return Err(RuntimeError::Internal(format!("cannot publish the ports of {}: {e}", c.name)));
+        }
         self.event(&c, "start", &[]);
         tracing::info!(container = %c.name, id = %c.id.short(), pid, "container started");
         self.watch(c.id.clone(), pid);
@@ -513,11 +662,18 @@ impl Runtime {
         c.state.exit_code = exit.code;
         c.state.finished_at = exit.finished_at.clone();
         c.state.exits += 1;
+        let had_ports = !std::mem::take(&mut c.state.ports).is_empty();
         if let Ok(layout) = &self.cgroups {
             layout.cgroup(&self.paths.cgroup_parent, id.as_str()).remove();
         }
         if let Err(e) = self.save(&c) {
             tracing::error!(container = %c.name, error = %e, "cannot record exit");
+        }
+        if had_ports
+            && let Some(n) = self.networks.get()
+            && let Err(e) = n.sync_firewall().await
+        {
+            tracing::error!(container = %c.name, error = %e, "cannot withdraw published ports");
         }
         self.event(&c, "die", &[("exitCode", &exit.code.to_string())]);
         tracing::info!(container = %c.name, code = exit.code, "container exited");

@@ -10,6 +10,7 @@ pub mod init;
 pub mod logfile;
 pub mod manager;
 pub mod mounts;
+pub mod netspec;
 pub mod nsexec;
 pub mod resolve;
 pub mod shim;

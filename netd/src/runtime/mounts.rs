@@ -79,7 +79,7 @@ pub fn plan(layout: &Layout, network: NetworkMode, mounts: &[ResolvedMount]) -> 
     });
     match network {
         // A new network namespace may mount its own sysfs.
-        NetworkMode::None => ops.push(MountOp::Fs {
+        NetworkMode::None | NetworkMode::Bridge => ops.push(MountOp::Fs {
             fstype: "sysfs".into(),
             target: "/sys".into(),
             options: String::new(),

@@ -61,6 +61,11 @@ pub struct ExitRecord {
 /// What the shim reports on its stdout once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
+    /// Not final: the container exists (its namespaces do) but waits for
+    /// netd to set up its network, then to write one byte on the shim's
+    /// stdin: `g` to go on, anything else (or EOF) to abort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<i32>,
     #[serde(default)]
     pub pid: Option<i32>,
     #[serde(default)]
@@ -111,17 +116,29 @@ pub fn main(dir: &Path) -> i32 {
         }
         Ok(nix::unistd::ForkResult::Parent { .. }) => {
             drop(report_w);
-            let mut line = String::new();
-            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(std::fs::File::from(report_r)), &mut line);
-            print!("{line}");
-            let _ = std::io::stdout().flush();
-            if line.contains("\"pid\"") { 0 } else { 1 }
+            // Forward report lines until the final one (or EOF).
+            let mut reader = std::io::BufReader::new(std::fs::File::from(report_r));
+            loop {
+                let mut line = String::new();
+                let _ = std::io::BufRead::read_line(&mut reader, &mut line);
+                print!("{line}");
+                let _ = std::io::stdout().flush();
+                match serde_json::from_str::<Report>(line.trim()) {
+                    Ok(r) if r.sandbox.is_some() => continue,
+                    Ok(r) if r.pid.is_some() => return 0,
+                    _ => return 1,
+                }
+            }
         }
         Ok(nix::unistd::ForkResult::Child) => {
             drop(report_r);
             let _ = nix::unistd::setsid();
+            // netd's go-ahead after the network setup arrives on stdin.
+            let handshake = (cfg.network == NetworkMode::Bridge)
+                .then(|| std::io::stdin().as_fd().try_clone_to_owned().ok())
+                .flatten();
             detach_stdio(dir);
-            run(dir, &cfg, report_w)
+            run(dir, &cfg, report_w, handshake)
         }
     }
 }
@@ -145,10 +162,29 @@ fn cloexec_pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
 }
 
-fn run(dir: &Path, cfg: &LaunchConfig, report_w: OwnedFd) -> i32 {
+/// Tells netd the container's pid and waits (bounded) for its go-ahead.
+fn network_handshake(report_w: &OwnedFd, handshake: OwnedFd, pid: Pid) -> Result<(), String> {
+    let line = format!(
+        "{}\n",
+        serde_json::to_string(&Report { sandbox: Some(pid.as_raw()), pid: None, error: None }).unwrap_or_default()
+    );
+    nix::unistd::write(report_w, line.as_bytes()).map_err(|e| format!("report: {e}"))?;
+    let mut fds = [nix::poll::PollFd::new(handshake.as_fd(), nix::poll::PollFlags::POLLIN)];
+    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(60_000u16)) {
+        Ok(1) => {}
+        _ => return Err("netd did not set up the container's network within 60 s".into()),
+    }
+    let mut b = [0u8; 1];
+    match nix::unistd::read(&handshake, &mut b) {
+        Ok(1) if b[0] == b'g' => Ok(()),
+        _ => Err("netd aborted the start: network setup failed".into()),
+    }
+}
+
+fn run(dir: &Path, cfg: &LaunchConfig, report_w: OwnedFd, handshake: Option<OwnedFd>) -> i32 {
     let fail = |report_w: OwnedFd, msg: String| {
         eprintln!("shim {}: {msg}", cfg.id);
-        report(report_w, &Report { pid: None, error: Some(msg) });
+        report(report_w, &Report { sandbox: None, pid: None, error: Some(msg) });
         1
     };
     let pipes = (|| Ok::<_, nix::Error>((cloexec_pipe()?, cloexec_pipe()?, cloexec_pipe()?, cloexec_pipe()?)))();
@@ -158,7 +194,7 @@ fn run(dir: &Path, cfg: &LaunchConfig, report_w: OwnedFd) -> i32 {
     };
     let mut flags =
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID;
-    if cfg.network == NetworkMode::None {
+    if cfg.network != NetworkMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     let stdin_pipe = if cfg.open_stdin && !cfg.tty {
@@ -220,6 +256,13 @@ fn run(dir: &Path, cfg: &LaunchConfig, report_w: OwnedFd) -> i32 {
             return fail(report_w, format!("cannot join cgroup {}: {e}", f.display()));
         }
     }
+    if let Some(h) = handshake
+        && let Err(e) = network_handshake(&report_w, h, pid)
+    {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        return fail(report_w, e);
+    }
     let mut go = std::fs::File::from(go_w);
     let _ = go.write_all(b"g");
     drop(go);
@@ -251,7 +294,7 @@ fn run(dir: &Path, cfg: &LaunchConfig, report_w: OwnedFd) -> i32 {
         }
     };
     let _ = write_atomic(&dir.join("pid"), pid.as_raw().to_string().as_bytes());
-    report(report_w, &Report { pid: Some(pid.as_raw()), error: None });
+    report(report_w, &Report { sandbox: None, pid: Some(pid.as_raw()), error: None });
     let outputs = match &master {
         // A terminal merges the streams; the pipes saw EOF at exec.
         Some(m) => vec![(m.try_clone().ok(), 0)],
@@ -348,16 +391,50 @@ fn wait_exit(pid: Pid) -> ExitRecord {
 }
 
 /// Spawns `netd shim DIR` from the netd binary and returns what it reported.
-pub fn spawn(netd_exe: &Path, dir: &Path) -> Result<Report, String> {
-    let out = std::process::Command::new(netd_exe)
+pub fn spawn(
+    netd_exe: &Path,
+    dir: &Path,
+    mut network: impl FnMut(i32) -> Result<(), String>,
+) -> Result<Report, String> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(netd_exe)
         .arg("shim")
         .arg(dir)
-        .stdin(std::process::Stdio::null())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
-        .output()
+        .spawn()
         .map_err(|e| format!("cannot run the shim: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str::<Report>(text.trim()).map_err(|e| format!("shim answered {text:?}: {e}"))
+    let mut stdin = child.stdin.take();
+    let stdout = child.stdout.take().ok_or("shim has no stdout")?;
+    let mut setup_error = None;
+    let mut last = String::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        last = line;
+        match serde_json::from_str::<Report>(last.trim()) {
+            Ok(Report { sandbox: Some(pid), .. }) => {
+                let answer: &[u8] = match network(pid) {
+                    Ok(()) => b"g",
+                    Err(e) => {
+                        setup_error = Some(e);
+                        b"x"
+                    }
+                };
+                if let Some(s) = stdin.as_mut() {
+                    let _ = s.write_all(answer);
+                }
+                drop(stdin.take());
+            }
+            _ => break,
+        }
+    }
+    drop(stdin);
+    let _ = child.wait();
+    if let Some(e) = setup_error {
+        return Ok(Report { sandbox: None, pid: None, error: Some(e) });
+    }
+    serde_json::from_str::<Report>(last.trim()).map_err(|e| format!("shim answered {last:?}: {e}"))
 }
 
 /// Converts a string to a C string, refusing interior NULs.

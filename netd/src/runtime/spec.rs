@@ -15,7 +15,7 @@ pub enum SpecError {
     BadMount(String),
     #[error("invalid {field}: {message}")]
     BadValue { field: &'static str, message: String },
-    #[error("network mode {0:?} is not supported yet: use none or host")]
+    #[error("network mode {0} is not supported yet: use a network name, none or host")]
     Network(String),
 }
 
@@ -67,6 +67,8 @@ pub enum NetworkMode {
     #[default]
     None,
     Host,
+    /// Its own network namespace with endpoints netd makes (bridge networks).
+    Bridge,
 }
 
 /// Resource limits; `None` = unlimited.
@@ -93,6 +95,18 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     pub mounts: Vec<MountSpec>,
     pub network: NetworkMode,
+    /// Networks to join (`NetworkMode::Bridge`), the primary one first.
+    #[serde(default)]
+    pub networks: Vec<super::netspec::NetworkRequest>,
+    /// Ports to publish when running.
+    #[serde(default)]
+    pub ports: Vec<super::netspec::PortRequest>,
+    /// `Config.ExposedPorts`, for inspect (and `-P`, with the image's).
+    #[serde(default)]
+    pub exposed: Vec<(u16, crate::firewall::Proto)>,
+    /// `-P`: also publish every port the image exposes.
+    #[serde(default)]
+    pub publish_all: bool,
     pub limits: Limits,
     pub restart: RestartPolicy,
     pub auto_remove: bool,
@@ -154,6 +168,10 @@ pub struct ApiHostConfig {
     pub restart: Option<ApiRestart>,
     #[serde(rename = "AutoRemove", default)]
     pub auto_remove: bool,
+    #[serde(rename = "PortBindings", default)]
+    pub port_bindings: Option<BTreeMap<String, Option<Vec<super::netspec::ApiPortBinding>>>>,
+    #[serde(rename = "PublishAllPorts", default)]
+    pub publish_all: bool,
 }
 
 /// The body of `POST /containers/create` (fields netd uses; others ignored).
@@ -185,6 +203,10 @@ pub struct ApiCreate {
     pub stop_timeout: Option<i64>,
     #[serde(rename = "HostConfig", default)]
     pub host_config: ApiHostConfig,
+    #[serde(rename = "ExposedPorts", default)]
+    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(rename = "NetworkingConfig", default)]
+    pub networking: Option<super::netspec::ApiNetworkingConfig>,
 }
 
 /// Docker accepts `"Cmd": "sh"` as well as `["sh"]`.
@@ -302,10 +324,23 @@ impl ContainerSpec {
         if let Some(w) = targets.windows(2).find(|w| w[0] == w[1]) {
             return Err(SpecError::BadMount(format!("duplicate mount point: {}", w[0])));
         }
-        let network = match hc.network_mode.as_str() {
-            "none" | "" | "default" => NetworkMode::None,
-            "host" => NetworkMode::Host,
-            other => return Err(SpecError::Network(other.to_owned())),
+        let endpoints = req.networking.clone().and_then(|n| n.endpoints);
+        let (network, networks) = match super::netspec::networks(&hc.network_mode, endpoints)? {
+            None if hc.network_mode == "host" => (NetworkMode::Host, Vec::new()),
+            None => (NetworkMode::None, Vec::new()),
+            Some(n) => (NetworkMode::Bridge, n),
+        };
+        let mut exposed = Vec::new();
+        for key in req.exposed_ports.clone().unwrap_or_default().keys() {
+            exposed.push(super::netspec::parse_port_key(key)?);
+        }
+        // As dockerd: host mode discards published ports (the client warns).
+        let ports = match network {
+            NetworkMode::Bridge => super::netspec::ports(hc.port_bindings.clone(), hc.publish_all, &exposed)?,
+            NetworkMode::None if hc.port_bindings.as_ref().is_some_and(|b| !b.is_empty()) => {
+                return Err(bad("PortBindings", "conflicting options: port publishing and the none network"));
+            }
+            _ => Vec::new(),
         };
         let memory_bytes = match hc.memory {
             0 => None,
@@ -379,6 +414,10 @@ impl ContainerSpec {
             labels: req.labels.unwrap_or_default(),
             mounts,
             network,
+            networks,
+            ports,
+            exposed,
+            publish_all: hc.publish_all && network == NetworkMode::Bridge,
             limits: Limits { memory_bytes, nano_cpus, pids },
             restart,
             auto_remove: hc.auto_remove,

@@ -1,0 +1,180 @@
+//! Lab tests of local networking, driven by the stock docker client: bridge
+//! networks, IPAM, port publishing from another node, the node itself and a
+//! container (hairpin), connect/disconnect, and the isolation matrix.
+
+use std::process::Output;
+use std::time::Duration;
+
+use integration::{Lab, Node, require_root};
+use serde_json::Value;
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "command failed ({}):\n{}", o.status, text(&o));
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn docker(n: &Node, args: &[&str]) -> Output {
+    match n.docker(args) {
+        Some(o) => o,
+        None => panic!("no docker client: `cargo xtask setup` provides one"),
+    }
+}
+
+fn has_docker() -> bool {
+    if integration::bins::docker().is_some() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "no docker client in CI: `cargo xtask setup` must provide one");
+    eprintln!("SKIPPED: no docker client");
+    false
+}
+
+fn inspect(n: &Node, what: &str) -> Value {
+    let v: Value = serde_json::from_str(&ok(docker(n, &["inspect", what]))).unwrap();
+    v[0].clone()
+}
+
+/// Runs `wget` from inside container `c`; returns its output or the failure.
+fn wget(n: &Node, c: &str, url: &str) -> Result<String, String> {
+    // busybox 1.35's `wget -T` crashes: bound it with `timeout` instead.
+    let o = docker(n, &["exec", c, "timeout", "5", "wget", "-q", "-O", "-", url]);
+    if o.status.success() { Ok(String::from_utf8_lossy(&o.stdout).into_owned()) } else { Err(text(&o)) }
+}
+
+/// `wget` from the node's own namespace (busybox from the host), bounded.
+fn node_wget(n: &Node, url: &str) -> Result<String, String> {
+    let o = n.command("timeout").args(["5", "busybox", "wget", "-q", "-O", "-", url]).output().unwrap();
+    if o.status.success() { Ok(String::from_utf8_lossy(&o.stdout).into_owned()) } else { Err(text(&o)) }
+}
+
+#[test]
+fn docker_networks_publish_and_connect() {
+    if !require_root("docker_networks_publish_and_connect") || !has_docker() {
+        return;
+    }
+    let lab = Lab::new(2).unwrap();
+    let (n, other) = (lab.node(0), lab.node(1));
+    lab.start_all().unwrap();
+
+    // The default bridge has a device and a subnet from the first pool.
+    let bridge = inspect(n, "bridge");
+    let subnet = bridge["IPAM"]["Config"][0]["Subnet"].as_str().unwrap().to_owned();
+    assert_eq!(subnet, "172.17.0.0/16", "{bridge}");
+    let dev = text(&n.sh("ip -o addr show netd0"));
+    assert!(dev.contains("172.17.0.1/16"), "{dev}");
+
+    // User-defined network with explicit IPAM; a second one gets the next pool.
+    ok(docker(n, &["network", "create", "--subnet", "10.30.0.0/24", "--gateway", "10.30.0.254", "front"]));
+    ok(docker(n, &["network", "create", "back"]));
+    let back = inspect(n, "back");
+    assert_eq!(back["IPAM"]["Config"][0]["Subnet"], "172.18.0.0/16", "{back}");
+    let ls = ok(docker(n, &["network", "ls", "--format", "{{.Name}} {{.Driver}}"]));
+    assert!(ls.contains("front bridge") && ls.contains("back bridge"), "{ls}");
+    // Overlap with another network, and with the node's own route, are refused.
+    let o = docker(n, &["network", "create", "--subnet", "10.30.0.0/16", "clash"]);
+    assert!(!o.status.success() && text(&o).contains("overlaps the subnet of network front"), "{}", text(&o));
+    let o = docker(n, &["network", "create", "--subnet", "198.18.0.0/24", "clash"]);
+    assert!(!o.status.success() && text(&o).contains("overlaps route 198.18.0.0/24"), "{}", text(&o));
+
+    // The acceptance line of the issue: a web server published on 8080.
+    ok(docker(
+        n,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "front",
+            "-p",
+            "8080:80",
+            "--name",
+            "web",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hello-from-web > /index.html && exec httpd -f -p 80 -h /",
+        ],
+    ));
+    let port = ok(docker(n, &["port", "web"]));
+    assert!(port.contains("80/tcp -> 0.0.0.0:8080"), "{port}");
+    let web = inspect(n, "web");
+    let web_ip = web["NetworkSettings"]["Networks"]["front"]["IPAddress"].as_str().unwrap().to_owned();
+    assert_eq!(web_ip, "10.30.0.1", "first free address (the gateway is .254): {web}");
+    assert_eq!(web["NetworkSettings"]["Networks"]["front"]["MacAddress"], "02:42:0a:1e:00:01");
+    let addr = format!("http://{}:8080/", n.addr);
+    // From another node of the lab.
+    let mut page = Err(String::new());
+    for _ in 0..20 {
+        page = node_wget(other, &addr);
+        if page.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(page.unwrap().trim(), "hello-from-web");
+    // From the node itself, on its address and on localhost.
+    assert_eq!(node_wget(n, &addr).unwrap().trim(), "hello-from-web");
+    assert_eq!(node_wget(n, "http://127.0.0.1:8080/").unwrap().trim(), "hello-from-web");
+    // From a container on the same network (hairpin through the node's address).
+    ok(docker(n, &["run", "-d", "--network", "front", "--name", "peer", "busybox", "sleep", "300"]));
+    assert_eq!(wget(n, "peer", &addr).unwrap().trim(), "hello-from-web");
+    assert_eq!(wget(n, "peer", &format!("http://{web_ip}/")).unwrap().trim(), "hello-from-web");
+    // The container's own interface: eth0, its address, default route via the gateway.
+    let ip = ok(docker(n, &["exec", "peer", "ip", "-o", "-4", "addr", "show", "eth0"]));
+    assert!(ip.contains("10.30.0.2/24"), "{ip}");
+    let route = ok(docker(n, &["exec", "peer", "ip", "route"]));
+    assert!(route.contains("default via 10.30.0.254 dev eth0"), "{route}");
+
+    // The published port is taken: a second container cannot have it, and nothing is left behind.
+    let o =
+        docker(n, &["run", "-d", "--network", "front", "-p", "8080:80", "--name", "web2", "busybox", "sleep", "300"]);
+    assert!(!o.status.success() && text(&o).contains("port is already allocated"), "{}", text(&o));
+    assert_eq!(inspect(n, "web2")["State"]["Status"], "created");
+    ok(docker(n, &["rm", "web2"]));
+    // Not published, not reachable from another node (even with a route to it).
+    ok(other.sh(&format!("ip route add 10.30.0.0/24 via {}", n.addr)));
+    assert!(node_wget(other, &format!("http://{web_ip}/")).is_err(), "unpublished container reachable from outside");
+
+    // -P: every exposed port on a random host port in 49153-65535.
+    ok(docker(
+        n,
+        &["run", "-d", "--network", "back", "--expose", "7000", "-P", "--name", "pall", "busybox", "sleep", "300"],
+    ));
+    let port = ok(docker(n, &["port", "pall", "7000"]));
+    let host_port: u16 = port.rsplit(':').next().unwrap().parse().unwrap();
+    assert!((49153..=65535).contains(&host_port), "{port}");
+    let ps = ok(docker(n, &["ps", "--format", "{{.Names}} {{.Ports}}"]));
+    assert!(ps.contains("web 0.0.0.0:8080->80/tcp"), "{ps}");
+
+    // connect / disconnect a running container.
+    ok(docker(n, &["network", "connect", "--ip", "172.18.0.50", "back", "peer"]));
+    let ip = ok(docker(n, &["exec", "peer", "ip", "-o", "-4", "addr", "show", "eth1"]));
+    assert!(ip.contains("172.18.0.50/16"), "{ip}");
+    let o = docker(n, &["network", "connect", "--ip", "172.18.0.50", "back", "web"]);
+    assert!(!o.status.success() && text(&o).contains("already in use"), "{}", text(&o));
+    let net = inspect(n, "back");
+    assert!(net["Containers"].as_object().unwrap().values().any(|c| c["Name"] == "peer"), "{net}");
+    let o = docker(n, &["network", "rm", "back"]);
+    assert!(!o.status.success() && text(&o).contains("active endpoints"), "{}", text(&o));
+    ok(docker(n, &["network", "disconnect", "back", "peer"]));
+    let o = docker(n, &["exec", "peer", "ip", "link", "show", "eth1"]);
+    assert!(!o.status.success(), "eth1 still there after disconnect");
+
+    // Addresses survive a netd crash and are not handed out twice afterwards.
+    n.kill_netd().unwrap();
+    n.start_netd(&[]).unwrap();
+    assert_eq!(wget(n, "peer", &format!("http://{web_ip}/")).unwrap().trim(), "hello-from-web");
+    ok(docker(n, &["run", "-d", "--network", "front", "--name", "late", "busybox", "sleep", "300"]));
+    assert_eq!(inspect(n, "late")["NetworkSettings"]["Networks"]["front"]["IPAddress"], "10.30.0.3");
+    assert_eq!(node_wget(other, &addr).unwrap().trim(), "hello-from-web", "published port after restart");
+
+    // Removal: containers free their addresses, networks go with their bridge.
+    ok(docker(n, &["rm", "-f", "web", "peer", "pall", "late"]));
+    assert!(node_wget(n, &addr).is_err(), "published port still answers after rm");
+    ok(docker(n, &["network", "rm", "front", "back"]));
+    let links = text(&n.sh("ip -o link show type bridge"));
+    assert!(!links.contains("br-"), "bridges left behind: {links}");
+}

@@ -1,0 +1,160 @@
+//! Kernel side of the bridge driver, all rtnetlink in-process: bridges with
+//! their gateway address, veth pairs whose container end is created directly
+//! inside the container's network namespace, and that end's address and
+//! routes, set through a netlink socket opened inside that namespace.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkMessage};
+use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use super::NetError;
+
+fn nl<'a>(op: &'static str, name: &'a str) -> impl FnOnce(rtnetlink::Error) -> NetError + 'a {
+    move |e| NetError::Kernel(format!("netlink {op} {name}: {e}"))
+}
+
+fn is_exists(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EEXIST)
+}
+
+/// The index of link `name`, if it exists.
+pub async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>, NetError> {
+    let mut s = h.link().get().match_name(name.to_owned()).execute();
+    match s.try_next().await {
+        Ok(Some(m)) => Ok(Some(m.header.index)),
+        Ok(None) => Ok(None),
+        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(nl("get", name)(e)),
+    }
+}
+
+async fn set_alias(h: &Handle, index: u32, name: &str, alias: &str) -> Result<(), NetError> {
+    let msg: LinkMessage = LinkUnspec::new_with_index(index).alias(alias).build();
+    h.link().set(msg).execute().await.map_err(nl("set alias", name))
+}
+
+/// Creates (or completes) a bridge with its gateway address, up, marked with
+/// `alias`; returns its index. Idempotent.
+pub async fn ensure_bridge(
+    h: &Handle,
+    name: &str,
+    alias: &str,
+    gateway: Ipv4Addr,
+    prefix: u8,
+    mtu: u32,
+) -> Result<u32, NetError> {
+    let index = match index_of(h, name).await? {
+        Some(i) => i,
+        None => {
+            let msg = LinkBridge::new(name).mtu(mtu).up().build();
+            match h.link().add(msg).execute().await {
+                Ok(()) => {}
+                Err(e) if is_exists(&e) => {}
+                Err(e) => return Err(nl("create bridge", name)(e)),
+            }
+            index_of(h, name).await?.ok_or_else(|| NetError::Kernel(format!("bridge {name} vanished")))?
+        }
+    };
+    set_alias(h, index, name, alias).await?;
+    let up: LinkMessage = LinkUnspec::new_with_index(index).up().build();
+    h.link().set(up).execute().await.map_err(nl("set up", name))?;
+    match h.address().add(index, IpAddr::V4(gateway), prefix).execute().await {
+        Ok(()) => {}
+        Err(e) if is_exists(&e) => {}
+        Err(e) => return Err(nl("add gateway address to", name)(e)),
+    }
+    Ok(index)
+}
+
+/// Deletes a link by name (absent is fine).
+pub async fn delete(h: &Handle, name: &str) -> Result<(), NetError> {
+    if let Some(i) = index_of(h, name).await? {
+        h.link().del(i).execute().await.map_err(nl("delete", name))?;
+    }
+    Ok(())
+}
+
+/// A netlink handle whose socket lives in the network namespace of `pid`:
+/// a short-lived thread enters the namespace and opens it there (a socket
+/// keeps the namespace it was created in).
+pub fn handle_in(pid: i32) -> Result<(Handle, std::fs::File), NetError> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|e| NetError::Kernel(format!("container process {pid} has no network namespace: {e}")))?;
+    let ns2 = ns.try_clone().map_err(|e| NetError::Kernel(e.to_string()))?;
+    let rt = tokio::runtime::Handle::current();
+    let (conn, handle) = std::thread::spawn(move || -> std::io::Result<_> {
+        nix::sched::setns(&ns2, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+        let _g = rt.enter();
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        Ok((conn, handle))
+    })
+    .join()
+    .map_err(|_| NetError::Kernel("netns thread panicked".into()))?
+    .map_err(|e| NetError::Kernel(format!("netlink socket in the namespace of {pid}: {e}")))?;
+    tokio::spawn(conn);
+    Ok((handle, ns))
+}
+
+/// What one endpoint needs in the kernel.
+#[derive(Clone, Debug)]
+pub struct VethPlan {
+    pub host: String,
+    pub ifname: String,
+    pub bridge_index: u32,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    pub alias: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    /// Install the default route through this gateway.
+    pub default_via: Option<Ipv4Addr>,
+}
+
+/// Creates the veth pair (container end made inside the namespace `ns`, named
+/// and addressed there), plugs the host end into its bridge and configures
+/// the container end through `inner` (a handle inside that namespace).
+pub async fn attach(h: &Handle, inner: &Handle, ns: &std::fs::File, p: &VethPlan) -> Result<(), NetError> {
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(p.ifname.clone())
+        .setns_by_fd(ns.as_raw_fd())
+        .address(p.mac.to_vec())
+        .mtu(p.mtu)
+        .build();
+    let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(p.host.clone())
+        .mtu(p.mtu)
+        .controller(p.bridge_index)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .up()
+        .build();
+    h.link().add(msg).execute().await.map_err(nl("create veth", &p.host))?;
+    let host_index =
+        index_of(h, &p.host).await?.ok_or_else(|| NetError::Kernel(format!("veth {} vanished", p.host)))?;
+    set_alias(h, host_index, &p.host, &p.alias).await?;
+    let index = index_of(inner, &p.ifname)
+        .await?
+        .ok_or_else(|| NetError::Kernel(format!("{} not in the namespace", p.ifname)))?;
+    inner.address().add(index, IpAddr::V4(p.ip), p.prefix).execute().await.map_err(nl("add address to", &p.ifname))?;
+    for i in [Some(index), index_of(inner, "lo").await?].into_iter().flatten() {
+        let up: LinkMessage = LinkUnspec::new_with_index(i).up().build();
+        inner.link().set(up).execute().await.map_err(nl("set up", &p.ifname))?;
+    }
+    if let Some(gw) = p.default_via {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
+        match inner.route().add(route).execute().await {
+            Ok(()) => {}
+            Err(e) if is_exists(&e) => {}
+            Err(e) => return Err(nl("add default route via", &p.ifname)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Writes a sysctl of the namespace netd runs in (`net/ipv4/ip_forward`).
+pub fn sysctl(path: &str, value: &str) -> Result<(), NetError> {
+    let full = format!("/proc/sys/{path}");
+    std::fs::write(&full, value).map_err(|e| NetError::Kernel(format!("cannot set {full} to {value}: {e}")))
+}
