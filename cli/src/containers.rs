@@ -66,9 +66,24 @@ pub struct RunArgs {
     entrypoint: Option<String>,
     #[arg(long)]
     hostname: Option<String>,
-    /// none or host
-    #[arg(long, default_value = "none")]
+    /// Network to join: bridge (default), a network name, none or host
+    #[arg(long, default_value = "bridge")]
     network: String,
+    /// Static IPv4 address on the network
+    #[arg(long)]
+    ip: Option<String>,
+    /// Extra DNS name of the container on the network
+    #[arg(long = "network-alias")]
+    aliases: Vec<String>,
+    /// Publish a port: [ip:][hostPort[-end]:]containerPort[-end][/tcp|udp]
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Publish every exposed port on a random host port
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Expose a port (or range) without publishing it: PORT[-END][/proto]
+    #[arg(long)]
+    expose: Vec<String>,
     /// Memory limit in bytes, or with a k/m/g suffix
     #[arg(short, long)]
     memory: Option<String>,
@@ -173,6 +188,68 @@ fn parse_memory(m: &str) -> anyhow::Result<i64> {
     Ok((n * mult as f64) as i64)
 }
 
+fn port_range(s: &str) -> anyhow::Result<(u16, u16)> {
+    let one = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| anyhow::anyhow!("invalid port {p:?}"));
+    match s.split_once('-') {
+        None => one(s).map(|p| (p, p)),
+        Some((a, b)) => {
+            let (a, b) = (one(a)?, one(b)?);
+            anyhow::ensure!(a <= b, "invalid port range {s:?}");
+            Ok((a, b))
+        }
+    }
+}
+
+/// `-p` specs as Docker's `PortBindings` and `ExposedPorts` (as the docker
+/// client expands them: a container range maps port by port).
+fn publish_bindings(specs: &[String], expose: &[String]) -> anyhow::Result<(Value, Value)> {
+    let mut bindings = serde_json::Map::new();
+    let mut exposed = serde_json::Map::new();
+    for e in expose {
+        let (ports, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+        let (a, b) = port_range(ports)?;
+        for p in a..=b {
+            exposed.insert(format!("{p}/{proto}"), json!({}));
+        }
+    }
+    for spec in specs {
+        let (rest, proto) = spec.rsplit_once('/').unwrap_or((spec, "tcp"));
+        anyhow::ensure!(matches!(proto, "tcp" | "udp"), "invalid protocol {proto:?} in {spec:?}: tcp or udp");
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (ip, host, ctr) = match parts.as_slice() {
+            [c] => ("", "", *c),
+            [h, c] => ("", *h, *c),
+            [i, h, c] => (*i, *h, *c),
+            _ => anyhow::bail!("invalid publish spec {spec:?}: [ip:][hostPort:]containerPort[/proto]"),
+        };
+        let (c0, c1) = port_range(ctr)?;
+        let hosts = if host.is_empty() { None } else { Some(port_range(host)?) };
+        for (i, p) in (c0..=c1).enumerate() {
+            let host_port = match hosts {
+                None => String::new(),
+                Some((h0, h1)) if c0 == c1 => {
+                    if h0 == h1 {
+                        h0.to_string()
+                    } else {
+                        format!("{h0}-{h1}")
+                    }
+                }
+                Some((h0, h1)) => {
+                    anyhow::ensure!(h1 - h0 == c1 - c0, "port ranges of {spec:?} differ in length");
+                    (h0 + i as u16).to_string()
+                }
+            };
+            let key = format!("{p}/{proto}");
+            exposed.insert(key.clone(), json!({}));
+            let list = bindings.entry(key).or_insert_with(|| json!([]));
+            if let Value::Array(l) = list {
+                l.push(json!({ "HostIp": ip, "HostPort": host_port }));
+            }
+        }
+    }
+    Ok((Value::Object(bindings), Value::Object(exposed)))
+}
+
 fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
     let restart = match a.restart.as_deref() {
         None => json!({ "Name": "no" }),
@@ -187,8 +264,15 @@ fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
         let (k, v) = l.split_once('=').unwrap_or((l, ""));
         labels.insert(k.into(), json!(v));
     }
+    let (bindings, exposed) = publish_bindings(&a.publish, &a.expose)?;
+    let mut endpoint = json!({ "Aliases": a.aliases });
+    if let Some(ip) = &a.ip {
+        endpoint["IPAMConfig"] = json!({ "IPv4Address": ip });
+    }
     Ok(json!({
         "Image": a.image,
+        "ExposedPorts": exposed,
+        "NetworkingConfig": { "EndpointsConfig": { a.network.clone(): endpoint } },
         "Cmd": if a.cmd.is_empty() { Value::Null } else { json!(a.cmd) },
         "Entrypoint": a.entrypoint.as_ref().map(|e| json!([e])).unwrap_or(Value::Null),
         "Env": a.env,
@@ -203,6 +287,8 @@ fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
             "NanoCpus": a.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
             "PidsLimit": a.pids_limit,
             "RestartPolicy": restart,
+            "PortBindings": bindings,
+            "PublishAllPorts": a.publish_all,
         },
     }))
 }
@@ -274,17 +360,27 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<i32> {
                         format!("\"{cmd}\"")
                     };
                     let age = now - x["Created"].as_i64().unwrap_or(now);
+                    let ports: Vec<String> = x["Ports"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| format!("{}:{}->{}/{}", s(p, "IP"), p["PublicPort"], p["PrivatePort"], s(p, "Type")))
+                        .collect();
                     vec![
                         s(x, "Id").chars().take(12).collect(),
                         s(x, "Image").into(),
                         cmd,
                         format!("{age}s ago"),
                         s(x, "Status").into(),
+                        ports.join(", "),
                         x["Names"][0].as_str().unwrap_or("").trim_start_matches('/').to_owned(),
                     ]
                 })
                 .collect();
-            print!("{}", table::render(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], &rows));
+            print!(
+                "{}",
+                table::render(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], &rows)
+            );
             Ok(0)
         }
         Cmd::Start { containers } => {
@@ -416,7 +512,12 @@ mod tests {
             user: None,
             entrypoint: None,
             hostname: None,
-            network: "none".into(),
+            network: "front".into(),
+            ip: Some("10.1.0.5".into()),
+            aliases: vec!["web".into()],
+            publish: vec!["8080:80".into(), "127.0.0.1::53/udp".into(), "9000-9001:9000-9001".into()],
+            publish_all: true,
+            expose: vec!["7000".into()],
             memory: Some("64m".into()),
             cpus: Some(0.5),
             pids_limit: Some(10),
@@ -429,5 +530,14 @@ mod tests {
         assert_eq!(b["HostConfig"]["NanoCpus"], 500_000_000);
         assert_eq!(b["HostConfig"]["RestartPolicy"]["MaximumRetryCount"], 3);
         assert_eq!(b["Cmd"], json!(["echo", "hi"]));
+        let pb = &b["HostConfig"]["PortBindings"];
+        assert_eq!(pb["80/tcp"], json!([{ "HostIp": "", "HostPort": "8080" }]));
+        assert_eq!(pb["53/udp"], json!([{ "HostIp": "127.0.0.1", "HostPort": "" }]));
+        assert_eq!(pb["9001/tcp"][0]["HostPort"], "9001");
+        assert!(b["ExposedPorts"]["7000/tcp"].is_object());
+        assert_eq!(b["NetworkingConfig"]["EndpointsConfig"]["front"]["IPAMConfig"]["IPv4Address"], "10.1.0.5");
+        for bad in ["80/sctp", "x:80", "1:2:3:4", "9000-9002:80-81", "0"] {
+            assert!(publish_bindings(&[bad.into()], &[]).is_err(), "{bad}");
+        }
     }
 }

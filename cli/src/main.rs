@@ -157,6 +157,36 @@ enum NetworkCmd {
         /// Network label KEY=VALUE
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// Subnet in CIDR form (default: the next free local pool)
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Gateway address (default: the subnet's first address)
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Allocate container addresses from this sub-range
+        #[arg(long)]
+        ip_range: Option<String>,
+        /// Driver option KEY=VALUE (mtu=N, com.docker.network.bridge.name=NAME)
+        #[arg(short, long = "opt")]
+        opts: Vec<String>,
+    },
+    /// Connect a container to a network
+    Connect {
+        network: String,
+        container: String,
+        /// Static IPv4 address
+        #[arg(long)]
+        ip: Option<String>,
+        /// Extra DNS name on the network
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+    },
+    /// Disconnect a container from a network
+    Disconnect {
+        network: String,
+        container: String,
+        #[arg(short, long)]
+        force: bool,
     },
     /// Remove one or more networks
     #[command(alias = "remove")]
@@ -299,16 +329,46 @@ async fn network(c: &Client, cmd: NetworkCmd, json_out: bool) -> anyhow::Result<
         NetworkCmd::Inspect { networks } => {
             inspect_all(c, networks.iter().map(|n| format!("/networks/{}", path_escape(n)))).await?;
         }
-        NetworkCmd::Create { name, driver, internal, attachable, labels } => {
+        NetworkCmd::Create { name, driver, internal, attachable, labels, subnet, gateway, ip_range, opts } => {
             let mut l = serde_json::Map::new();
             for kv in &labels {
                 let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
                 l.insert(k.to_owned(), json!(v));
             }
-            let body =
-                json!({ "Name": name, "Driver": driver, "Internal": internal, "Attachable": attachable, "Labels": l });
+            let mut o = serde_json::Map::new();
+            for kv in &opts {
+                let Some((k, v)) = kv.split_once('=') else {
+                    anyhow::bail!("invalid --opt {kv:?}: expected KEY=VALUE")
+                };
+                o.insert(k.to_owned(), json!(v));
+            }
+            let config = match subnet {
+                Some(s) => {
+                    json!([{ "Subnet": s, "Gateway": gateway.unwrap_or_default(), "IPRange": ip_range.unwrap_or_default() }])
+                }
+                None if gateway.is_some() || ip_range.is_some() => {
+                    anyhow::bail!("--gateway and --ip-range need --subnet")
+                }
+                None => json!([]),
+            };
+            let body = json!({
+                "Name": name, "Driver": driver, "Internal": internal, "Attachable": attachable, "Labels": l,
+                "Options": o, "IPAM": { "Driver": "default", "Config": config },
+            });
             let v = c.call(Method::POST, "/networks/create", Some(&body)).await?;
             println!("{}", s(&v, "Id"));
+        }
+        NetworkCmd::Connect { network, container, ip, aliases } => {
+            let mut ep = json!({ "Aliases": aliases });
+            if let Some(ip) = ip {
+                ep["IPAMConfig"] = json!({ "IPv4Address": ip });
+            }
+            let body = json!({ "Container": container, "EndpointConfig": ep });
+            c.call(Method::POST, &format!("/networks/{}/connect", path_escape(&network)), Some(&body)).await?;
+        }
+        NetworkCmd::Disconnect { network, container, force } => {
+            let body = json!({ "Container": container, "Force": force });
+            c.call(Method::POST, &format!("/networks/{}/disconnect", path_escape(&network)), Some(&body)).await?;
         }
         NetworkCmd::Rm { networks } => {
             let mut failed = Vec::new();

@@ -12,6 +12,7 @@ pub mod bins;
 pub mod lab;
 pub mod netns;
 pub mod node;
+pub mod probe;
 pub mod sweep;
 
 pub use lab::{Lab, LabError};

@@ -178,3 +178,110 @@ fn docker_networks_publish_and_connect() {
     let links = text(&n.sh("ip -o link show type bridge"));
     assert!(!links.contains("br-"), "bridges left behind: {links}");
 }
+
+/// The seed's isolation rules as a matrix: 3 networks (one internal), 6
+/// containers (one on two networks), TCP and UDP, every direction, plus a
+/// host outside (another lab node, routed to every subnet) and egress to it.
+#[test]
+fn isolation_matrix() {
+    use integration::probe::{self, Servers};
+    use std::net::Ipv4Addr;
+    if !require_root("isolation_matrix") || !has_docker() {
+        return;
+    }
+    let lab = Lab::new(2).unwrap();
+    let (n, outside) = (lab.node(0), lab.node(1));
+    lab.start_all().unwrap();
+    ok(docker(n, &["network", "create", "red"]));
+    ok(docker(n, &["network", "create", "green"]));
+    ok(docker(n, &["network", "create", "--internal", "blue"]));
+    let placement: &[(&str, &[&str])] = &[
+        ("r1", &["red"]),
+        ("r2", &["red"]),
+        ("g1", &["green"]),
+        ("g2", &["green"]),
+        ("rg", &["red", "green"]),
+        ("b1", &["blue"]),
+    ];
+    const PORT: u16 = 7000;
+    let mut servers = Vec::new();
+    // (container, network, address) for every endpoint; (name, netns) for every source.
+    let mut targets: Vec<(String, String, Ipv4Addr)> = Vec::new();
+    let mut sources: Vec<(String, std::path::PathBuf, Vec<String>)> = Vec::new();
+    for (name, nets) in placement {
+        ok(docker(n, &["run", "-d", "--network", nets[0], "--name", name, "busybox", "sleep", "600"]));
+        for extra in &nets[1..] {
+            ok(docker(n, &["network", "connect", extra, name]));
+        }
+        let c = inspect(n, name);
+        let ns = probe::ns_of(c["State"]["Pid"].as_u64().unwrap() as u32);
+        servers.push(Servers::start(&ns, PORT, name).unwrap());
+        for net in nets.iter() {
+            let ip = c["NetworkSettings"]["Networks"][net]["IPAddress"].as_str().unwrap().parse().unwrap();
+            targets.push((name.to_string(), net.to_string(), ip));
+            ok(outside.sh(&format!("ip route replace {ip}/32 via {}", n.addr)));
+        }
+        sources.push((name.to_string(), ns, nets.iter().map(|s| s.to_string()).collect()));
+    }
+    let outside_ns = std::path::PathBuf::from(format!("/run/netns/{}", outside.netns.name));
+    sources.push(("outside".into(), outside_ns.clone(), Vec::new()));
+    let _egress = Servers::start(&outside_ns, PORT, "outside").unwrap();
+    let timeout = Duration::from_millis(700);
+    // Rows in parallel (one thread per source), probes in a row in sequence.
+    let rows: Vec<_> = sources
+        .iter()
+        .map(|(src, ns, nets)| {
+            let (src, ns, nets, targets) = (src.clone(), ns.clone(), nets.clone(), targets.clone());
+            let outside_addr = outside.addr;
+            std::thread::spawn(move || {
+                let mut cells = Vec::new();
+                for (dst, net, ip) in targets.iter().filter(|t| t.0 != src) {
+                    let expect = nets.contains(net);
+                    let t = probe::tcp(&ns, *ip, PORT, timeout);
+                    let u = probe::udp(&ns, *ip, PORT, timeout);
+                    let good = |r: &Option<String>| r.as_deref().is_some_and(|a| a.starts_with(&format!("{dst}@")));
+                    cells.push((format!("{dst}@{net}"), expect, good(&t), good(&u)));
+                }
+                // Egress to a host outside Docker networks: NATed to the node's address.
+                let egress = if src == "outside" {
+                    None
+                } else {
+                    let expect = !(nets.len() == 1 && nets[0] == "blue");
+                    let t = probe::tcp(&ns, outside_addr, PORT, timeout);
+                    let u = probe::udp(&ns, outside_addr, PORT, timeout);
+                    Some((expect, t, u))
+                };
+                (src, cells, egress)
+            })
+        })
+        .collect();
+    let rows: Vec<_> = rows.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut table = String::from(
+        "isolation matrix (T=tcp U=udp reachable, - = blocked; ! marks a cell that differs from the rules)\n",
+    );
+    let mut wrong = Vec::new();
+    for (src, cells, egress) in &rows {
+        table.push_str(&format!("{src:>8} |"));
+        for (dst, expect, t, u) in cells {
+            let mark = if *t == *expect && *u == *expect { ' ' } else { '!' };
+            if mark == '!' {
+                wrong.push(format!("{src} -> {dst}: expected {expect}, tcp {t} udp {u}"));
+            }
+            table.push_str(&format!(" {dst}:{}{}{mark}", if *t { 'T' } else { '-' }, if *u { 'U' } else { '-' }));
+        }
+        if let Some((expect, t, u)) = egress {
+            let seen = |r: &Option<String>| r.as_deref().and_then(|a| a.split('@').nth(1)).map(str::to_owned);
+            let ok_t = seen(t).is_some_and(|s| s == n.addr.to_string());
+            let ok_u = seen(u).is_some_and(|s| s == n.addr.to_string());
+            if ok_t != *expect || ok_u != *expect {
+                wrong.push(format!("{src} -> outside: expected {expect}, tcp {t:?} udp {u:?} (NAT to {})", n.addr));
+            }
+            table.push_str(&format!(" | egress:{}{}", if ok_t { 'T' } else { '-' }, if ok_u { 'U' } else { '-' }));
+        }
+        table.push('\n');
+    }
+    println!("{table}");
+    assert!(wrong.is_empty(), "{table}\n{}", wrong.join("\n"));
+    drop(servers);
+    ok(docker(n, &["rm", "-f", "r1", "r2", "g1", "g2", "rg", "b1"]));
+}

@@ -117,6 +117,9 @@ pub struct VethPlan {
 /// and addressed there), plugs the host end into its bridge and configures
 /// the container end through `inner` (a handle inside that namespace).
 pub async fn attach(h: &Handle, inner: &Handle, ns: &std::fs::File, p: &VethPlan) -> Result<(), NetError> {
+    // The previous run's pair goes away with its namespace, asynchronously
+    // in the kernel: a quick restart may still find its host end.
+    delete(h, &p.host).await?;
     let peer = LinkMessageBuilder::<LinkUnspec>::new()
         .name(p.ifname.clone())
         .setns_by_fd(ns.as_raw_fd())
