@@ -116,6 +116,14 @@ impl Drop for Lab {
             n.remove_cgroups();
         }
         netns::delete(&self.underlay.name);
+        // Extra namespaces a test or bench made under the lab's name.
+        let mine = format!("{}-", self.id);
+        for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&mine) {
+                netns::delete(&name);
+            }
+        }
         if std::env::var_os("NETD_LAB_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -64,6 +64,8 @@ fn docker_networks_publish_and_connect() {
     let bridge = inspect(n, "bridge");
     let subnet = bridge["IPAM"]["Config"][0]["Subnet"].as_str().unwrap().to_owned();
     assert_eq!(subnet, "172.17.0.0/16", "{bridge}");
+    let brnf = ok(n.sh("sysctl -n net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables"));
+    assert_eq!(brnf.split_whitespace().collect::<Vec<_>>(), ["1", "0"], "forwarding on, br_netfilter off (node only)");
     let dev = text(&n.sh("ip -o addr show netd0"));
     assert!(dev.contains("172.17.0.1/16"), "{dev}");
 

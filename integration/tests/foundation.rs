@@ -390,5 +390,7 @@ fn demo_runs_and_cleans_up() {
         assert!(s.contains(node), "{s}");
     }
     assert!(s.matches("NETWORK ID").count() >= 3, "{s}");
+    assert!(s.contains("0.0.0.0:8080->80/tcp"), "{s}");
+    assert!(s.contains("hello from web"), "the published port answers from another node: {s}");
     assert!(s.contains("lab removed"), "{s}");
 }

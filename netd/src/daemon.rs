@@ -124,7 +124,7 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
                 .map_err(|e| DaemonError::Dir { path: "/proc/self/exe".into(), source: e })?,
         },
     )?;
-    let networks = crate::network::Networks::connect(store.clone())?;
+    let networks = crate::network::Networks::connect(store.clone(), config.bridge_netfilter)?;
     networks.init().await?;
     runtime.set_networks(networks.clone());
     runtime.adopt().await?;

@@ -43,7 +43,7 @@ impl Driver {
 
     /// Whether this netd can create networks with the driver yet.
     pub fn implemented(self) -> bool {
-        matches!(self, Driver::Host | Driver::Null)
+        matches!(self, Driver::Bridge | Driver::Host | Driver::Null)
     }
 }
 

@@ -49,7 +49,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark (release build): api, runtime
+    /// Run a benchmark (release build): api, runtime, attach, bridge
     Bench {
         name: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -241,7 +241,7 @@ fn main() -> Result<()> {
         }
         Task::Bench { name, args } => {
             setup()?;
-            let known = ["api", "runtime"];
+            let known = ["api", "runtime", "attach", "bridge"];
             if !known.contains(&name.as_str()) {
                 bail!("unknown benchmark {name:?}; known: {}", known.join(", "));
             }

@@ -68,12 +68,48 @@ fn run(args: Args) -> anyhow::Result<()> {
     show("netctl logs hello", n0.netctl(&["logs", "hello"]));
     show("netctl exec hello ps", n0.netctl(&["exec", "hello", "ps"]));
     show("netctl image ls", n0.netctl(&["image", "ls"]));
+    println!("==================== a published web server on {} ====================", n0.name);
+    show(
+        "netctl network create --subnet 10.30.0.0/24 front",
+        n0.netctl(&["network", "create", "--subnet", "10.30.0.0/24", "front"]),
+    );
+    show(
+        "netctl run -d --network front -p 8080:80 --name web busybox sh -c 'echo hello from web > /index.html; exec httpd -f -p 80 -h /'",
+        n0.netctl(&[
+            "run",
+            "-d",
+            "--network",
+            "front",
+            "-p",
+            "8080:80",
+            "--name",
+            "web",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hello from web > /index.html; exec httpd -f -p 80 -h /",
+        ]),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    show("netctl ps", n0.netctl(&["ps"]));
+    show(
+        "netctl exec web ip -o -4 addr show eth0",
+        n0.netctl(&["exec", "web", "ip", "-o", "-4", "addr", "show", "eth0"]),
+    );
+    if let Some(n1) = lab.nodes().get(1) {
+        let url = format!("http://{}:8080/", n0.addr);
+        // busybox 1.35's `wget -T` crashes: `timeout` bounds it.
+        let out = n1.command("timeout").args(["5", "busybox", "wget", "-q", "-O", "-", &url]).output()?;
+        show(&format!("[on {}] wget -qO- {url}", n1.name), out);
+    }
     println!("Try it yourself while the lab is up:");
     for n in lab.nodes() {
         println!("  {} network ls -H {}", netctl.display(), n.host());
     }
     println!("  docker -H {} run --rm busybox echo hi", lab.node(0).host());
     println!("  docker -H {} exec hello cat /etc/hostname", lab.node(0).host());
+    println!("  docker -H {} port web", lab.node(0).host());
+    println!("  ip netns exec {} nft list table ip netd", lab.node(0).netns.name);
     println!("  ip netns exec {} ip -br addr", lab.node(0).netns.name);
     println!("  tail -f {}", lab.node(0).log_path().display());
     if args.duration > 0 {

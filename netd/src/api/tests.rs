@@ -151,7 +151,7 @@ async fn version_and_info_have_docker_fields() {
     assert_eq!(v["ID"], h.ctx.node_id.to_string());
     assert_eq!(v["OSType"], "linux");
     assert_eq!(v["Swarm"]["LocalNodeState"], "inactive");
-    assert_eq!(v["Plugins"]["Network"], serde_json::json!(["host", "null"]));
+    assert_eq!(v["Plugins"]["Network"], serde_json::json!(["bridge", "host", "null"]));
     assert_eq!(v["Netd"]["Reconcile"]["Passes"], 1);
 }
 

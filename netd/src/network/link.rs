@@ -8,7 +8,8 @@ use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkMessage};
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+pub use rtnetlink::Handle;
+use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::NetError;
 
@@ -83,6 +84,11 @@ pub async fn delete(h: &Handle, name: &str) -> Result<(), NetError> {
 pub fn handle_in(pid: i32) -> Result<(Handle, std::fs::File), NetError> {
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
         .map_err(|e| NetError::Kernel(format!("container process {pid} has no network namespace: {e}")))?;
+    handle_in_ns(ns, &pid.to_string())
+}
+
+/// [`handle_in`] for an open namespace file (`what` names it in errors).
+pub fn handle_in_ns(ns: std::fs::File, what: &str) -> Result<(Handle, std::fs::File), NetError> {
     let ns2 = ns.try_clone().map_err(|e| NetError::Kernel(e.to_string()))?;
     let rt = tokio::runtime::Handle::current();
     let (conn, handle) = std::thread::spawn(move || -> std::io::Result<_> {
@@ -93,7 +99,7 @@ pub fn handle_in(pid: i32) -> Result<(Handle, std::fs::File), NetError> {
     })
     .join()
     .map_err(|_| NetError::Kernel("netns thread panicked".into()))?
-    .map_err(|e| NetError::Kernel(format!("netlink socket in the namespace of {pid}: {e}")))?;
+    .map_err(|e| NetError::Kernel(format!("netlink socket in the namespace of {what}: {e}")))?;
     tokio::spawn(conn);
     Ok((handle, ns))
 }

@@ -81,6 +81,8 @@ pub struct Networks {
     /// The last ruleset applied (unchanged rulesets are not re-applied).
     fw_last: tokio::sync::Mutex<Option<String>>,
     resolv_conf: PathBuf,
+    /// Leave br_netfilter's sysctls alone (else turned off at start).
+    bridge_netfilter: bool,
 }
 
 impl std::fmt::Debug for Networks {
@@ -131,7 +133,7 @@ fn parse_mtu(options: &BTreeMap<String, String>) -> Result<(), NetError> {
 
 impl Networks {
     /// Opens the service's netlink connection (in netd's namespace).
-    pub fn connect(store: Store) -> Result<Arc<Networks>, NetError> {
+    pub fn connect(store: Store, bridge_netfilter: bool) -> Result<Arc<Networks>, NetError> {
         let (conn, nl, _) =
             rtnetlink::new_connection().map_err(|e| NetError::Kernel(format!("netlink socket: {e}")))?;
         tokio::spawn(conn);
@@ -141,6 +143,7 @@ impl Networks {
             lock: Default::default(),
             fw_last: Default::default(),
             resolv_conf: "/etc/resolv.conf".into(),
+            bridge_netfilter,
         }))
     }
 
@@ -226,6 +229,11 @@ impl Networks {
     /// none yet (172.17.0.0/16 unless that overlaps the host), then a pass.
     pub async fn init(&self) -> Result<(), NetError> {
         link::sysctl("net/ipv4/ip_forward", "1")?;
+        if !self.bridge_netfilter && std::path::Path::new("/proc/sys/net/bridge").exists() {
+            for f in ["iptables", "ip6tables", "arptables"] {
+                link::sysctl(&format!("net/bridge/bridge-nf-call-{f}"), "0")?;
+            }
+        }
         let _g = self.lock.lock().await;
         let nets = self.store.networks()?;
         let host = self.host_conflicts().await?;

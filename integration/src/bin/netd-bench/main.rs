@@ -16,6 +16,8 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use integration::Lab;
 
+mod net;
+
 #[derive(Parser)]
 #[command(about = "netd benchmarks (run through `cargo xtask bench NAME`)")]
 struct Cli {
@@ -47,6 +49,29 @@ enum Cmd {
         /// hybrid cgroup hosts such as the project's machines)
         #[arg(long, default_value = "runc")]
         peer: String,
+    },
+    /// A working bridge endpoint for a new namespace: netd's code path vs
+    /// the CNI bridge plugin (sequential, then bursts)
+    Attach {
+        /// A/B rounds (at least 20)
+        #[arg(long, default_value_t = 21)]
+        rounds: usize,
+        /// Namespaces per burst
+        #[arg(long, default_value_t = 30)]
+        burst: usize,
+    },
+    /// TCP throughput and latency: two containers on a bridge network vs a
+    /// plain veth pair
+    Bridge {
+        /// A/B rounds (at least 5)
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Seconds of bulk TCP per round and path
+        #[arg(long, default_value_t = 2.0)]
+        secs: f64,
+        /// Request/response exchanges per round and path
+        #[arg(long, default_value_t = 5000)]
+        requests: usize,
     },
     /// The floor server (internal)
     #[command(hide = true)]
@@ -425,6 +450,8 @@ fn main() -> ExitCode {
         Cmd::Api { connections, requests, rounds } => api(connections.max(1), requests.max(connections), rounds),
         Cmd::Floor { socket, body } => floor(&socket, &body),
         Cmd::Runtime { rounds, peer } => runtime(rounds, &peer),
+        Cmd::Attach { rounds, burst } => net::attach(rounds, burst.max(1)),
+        Cmd::Bridge { rounds, secs, requests } => net::bridge(rounds, secs, requests.max(100)),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
