@@ -136,6 +136,35 @@ fn docker_networks_publish_and_connect() {
     assert!(!o.status.success() && text(&o).contains("port is already allocated"), "{}", text(&o));
     assert_eq!(inspect(n, "web2")["State"]["Status"], "created");
     ok(docker(n, &["rm", "web2"]));
+    // A port a socket of the node holds is refused too (409), before the container runs.
+    let node_ns = std::path::PathBuf::from(format!("/run/netns/{}", n.netns.name));
+    let _holder =
+        integration::probe::in_netns(&node_ns, || std::net::TcpListener::bind(("0.0.0.0", 9090))).unwrap().unwrap();
+    let o =
+        docker(n, &["run", "-d", "--network", "front", "-p", "9090:80", "--name", "web3", "busybox", "sleep", "300"]);
+    assert!(!o.status.success() && text(&o).contains("9090/tcp failed: port is already allocated"), "{}", text(&o));
+    ok(docker(n, &["rm", "web3"]));
+    // netctl: MTU and address range of a network reach the container's interface.
+    ok(n.netctl(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.40.0.0/24",
+        "--ip-range",
+        "10.40.0.128/25",
+        "--opt",
+        "mtu=1400",
+        "small",
+    ]));
+    ok(n.netctl(&["run", "-d", "--network", "small", "--name", "mtu", "busybox", "sleep", "300"]));
+    let link = ok(docker(n, &["exec", "mtu", "ip", "-o", "addr", "show", "eth0"]));
+    assert!(link.contains("10.40.0.128/24"), "first address of the range: {link}");
+    let link = ok(docker(n, &["exec", "mtu", "cat", "/sys/class/net/eth0/mtu"]));
+    assert_eq!(link, "1400");
+    let ps = ok(n.netctl(&["ps"]));
+    assert!(ps.contains("PORTS") && ps.contains("0.0.0.0:8080->80/tcp"), "{ps}");
+    ok(docker(n, &["rm", "-f", "mtu"]));
+    ok(n.netctl(&["network", "rm", "small"]));
     // Not published, not reachable from another node (even with a route to it).
     ok(other.sh(&format!("ip route add 10.30.0.0/24 via {}", n.addr)));
     assert!(node_wget(other, &format!("http://{web_ip}/")).is_err(), "unpublished container reachable from outside");

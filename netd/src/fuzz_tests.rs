@@ -15,6 +15,9 @@ const SEEDS: &[&str] = &[
     r#"{"name":{"a":true},"type":["custom"],"label":["k=v"]}"#,
     r#"{"Name":"n1","Driver":"bridge","IPAM":{"Driver":"default","Config":[{"Subnet":"10.1.0.0/24"}]},"Labels":{"a":"b"}}"#,
     "1700000000.123456789",
+    r#"{"Image":"busybox","ExposedPorts":{"80/tcp":{}},"HostConfig":{"NetworkMode":"front","PortBindings":{"80/tcp":[{"HostIp":"127.0.0.1","HostPort":"8000-8010"}]},"PublishAllPorts":true},"NetworkingConfig":{"EndpointsConfig":{"front":{"IPAMConfig":{"IPv4Address":"10.1.0.9"},"Aliases":["web"]}}}}"#,
+    "172.18.0.0/16",
+    "53/udp",
 ];
 
 /// Bytes that are structural in the formats under test.
@@ -60,6 +63,11 @@ fn decoders_never_panic() {
         let _ = Filters::parse(Some(&s), &["name", "type", "label"]);
         let _ = crate::api::parse_timestamp_for_tests(&s);
         let _ = crate::ids::NetworkId::parse(&s);
+        let _ = s.parse::<crate::ipam::Ipv4Net>();
+        let _ = crate::runtime::netspec::parse_port_key(&s);
+        if let Ok(req) = serde_json::from_str::<crate::runtime::spec::ApiCreate>(&s) {
+            let _ = crate::runtime::spec::ContainerSpec::from_api(req);
+        }
     }
 }
 
