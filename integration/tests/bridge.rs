@@ -82,6 +82,12 @@ fn docker_networks_publish_and_connect() {
     let o = docker(n, &["network", "create", "--subnet", "198.18.0.0/24", "clash"]);
     assert!(!o.status.success() && text(&o).contains("overlaps route 198.18.0.0/24"), "{}", text(&o));
 
+    // A bridge name that is someone else's device: refused, the device untouched.
+    let o = docker(n, &["network", "create", "-o", "com.docker.network.bridge.name=eth0", "steal"]);
+    assert!(!o.status.success() && text(&o).contains("not this network's bridge"), "{}", text(&o));
+    let eth0 = text(&n.sh("ip -o link show eth0; ip -o -4 addr show eth0"));
+    assert!(!eth0.contains("alias") && eth0.matches("inet ").count() == 1, "eth0 changed: {eth0}");
+    assert!(!docker(n, &["network", "inspect", "steal"]).status.success(), "half-made network left");
     // The acceptance line of the issue: a web server published on 8080.
     ok(docker(
         n,

@@ -74,22 +74,7 @@ struct InspectQuery {
 /// Finds a network by full id, exact name or unique id prefix.
 pub(crate) fn resolve(st: &AppState, key: &str) -> Result<NetworkRecord, ApiError> {
     let all = st.store.networks()?;
-    if let Some(n) = all.iter().find(|n| n.id.as_str() == key) {
-        return Ok(n.clone());
-    }
-    if let Some(n) = all.iter().find(|n| n.name == key) {
-        return Ok(n.clone());
-    }
-    let by_prefix: Vec<_> =
-        if key.is_empty() { Vec::new() } else { all.iter().filter(|n| n.id.as_str().starts_with(key)).collect() };
-    match by_prefix.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(ApiError::NotFound(format!("network {key} not found"))),
-        many => Err(ApiError::BadRequest(format!(
-            "network {key} is ambiguous ({} matches found based on ID prefix)",
-            many.len()
-        ))),
-    }
+    Ok(crate::network::resolve(&all, key)?.clone())
 }
 
 pub(super) async fn list(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {

@@ -21,15 +21,26 @@ fn is_exists(e: &rtnetlink::Error) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EEXIST)
 }
 
-/// The index of link `name`, if it exists.
-pub async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>, NetError> {
+/// The index and alias of link `name`, if it exists.
+pub async fn lookup(h: &Handle, name: &str) -> Result<Option<(u32, Option<String>)>, NetError> {
     let mut s = h.link().get().match_name(name.to_owned()).execute();
     match s.try_next().await {
-        Ok(Some(m)) => Ok(Some(m.header.index)),
+        Ok(Some(m)) => {
+            let alias = m.attributes.iter().find_map(|a| match a {
+                netlink_packet_route::link::LinkAttribute::IfAlias(a) => Some(a.clone()),
+                _ => None,
+            });
+            Ok(Some((m.header.index, alias)))
+        }
         Ok(None) => Ok(None),
         Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENODEV => Ok(None),
         Err(e) => Err(nl("get", name)(e)),
     }
+}
+
+/// The index of link `name`, if it exists.
+pub async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>, NetError> {
+    Ok(lookup(h, name).await?.map(|(i, _)| i))
 }
 
 async fn set_alias(h: &Handle, index: u32, name: &str, alias: &str) -> Result<(), NetError> {
@@ -38,7 +49,8 @@ async fn set_alias(h: &Handle, index: u32, name: &str, alias: &str) -> Result<()
 }
 
 /// Creates (or completes) a bridge with its gateway address, up, marked with
-/// `alias`; returns its index. Idempotent.
+/// `alias`; returns its index. Idempotent. A device of that name that is not
+/// marked with `alias` is someone else's: refused, never touched.
 pub async fn ensure_bridge(
     h: &Handle,
     name: &str,
@@ -47,15 +59,19 @@ pub async fn ensure_bridge(
     prefix: u8,
     mtu: u32,
 ) -> Result<u32, NetError> {
-    let index = match index_of(h, name).await? {
-        Some(i) => i,
+    // A bridge netd made but crashed before marking keeps its generated name.
+    let generated = alias.rsplit(':').next().is_some_and(|id| id.len() >= 12 && name == format!("br-{}", &id[..12]));
+    let index = match lookup(h, name).await? {
+        Some((i, Some(a))) if a == alias => i,
+        Some((i, None)) if generated => i,
+        Some(_) => {
+            return Err(NetError::Conflict(format!(
+                "a device named {name} already exists and is not this network's bridge: choose another bridge name"
+            )));
+        }
         None => {
             let msg = LinkBridge::new(name).mtu(mtu).up().build();
-            match h.link().add(msg).execute().await {
-                Ok(()) => {}
-                Err(e) if is_exists(&e) => {}
-                Err(e) => return Err(nl("create bridge", name)(e)),
-            }
+            h.link().add(msg).execute().await.map_err(nl("create bridge", name))?;
             index_of(h, name).await?.ok_or_else(|| NetError::Kernel(format!("bridge {name} vanished")))?
         }
     };

@@ -124,9 +124,9 @@ fn parse_mtu(options: &BTreeMap<String, String>) -> Result<(), NetError> {
         }
     }
     if let Some(b) = options.get(OPT_BRIDGE_NAME)
-        && (b.is_empty() || b.len() > 15 || b.contains(|c: char| c == '/' || c.is_whitespace()))
+        && (b.len() > 15 || !crate::model::valid_name(b))
     {
-        return Err(NetError::BadRequest(format!("invalid bridge name {b:?}: 1-15 characters, no / or spaces")));
+        return Err(NetError::BadRequest(format!("invalid bridge name {b:?}: 1-15 characters of [a-zA-Z0-9_.-]")));
     }
     Ok(())
 }
@@ -333,13 +333,22 @@ impl Networks {
             labels: req.labels,
         };
         self.store.insert_network(&rec)?;
-        if let Err(e) = self.ensure_bridge(&rec).await {
-            let _ = link::delete(&self.nl, &bridge_name(&rec)).await;
+        let made = match self.ensure_bridge(&rec).await {
+            Ok(_) => self.sync_firewall().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = made {
+            // Nothing half-made: the device (if it became ours) and the record go.
+            if link::lookup(&self.nl, &bridge_name(&rec)).await.ok().flatten().and_then(|(_, a)| a)
+                == Some(format!("{OWNER_PREFIX}{}", rec.id))
+            {
+                let _ = link::delete(&self.nl, &bridge_name(&rec)).await;
+            }
             let _ = self.store.remove_network(&rec.id);
+            let _ = self.sync_firewall().await;
             return Err(e);
         }
         drop(_g);
-        self.sync_firewall().await?;
         tracing::info!(network = %rec.name, id = %rec.id.short(), %subnet, bridge = %bridge_name(&rec), "network created");
         Ok(rec)
     }
@@ -522,16 +531,23 @@ impl Networks {
     }
 }
 
-/// Finds a network by full id, exact name or unique id prefix.
+/// Finds a network as dockerd does: full id, then exact name, then a unique
+/// id prefix.
 pub fn resolve<'a>(nets: &'a [NetworkRecord], key: &str) -> Result<&'a NetworkRecord, NetError> {
-    if let Some(n) = nets.iter().find(|n| n.id.as_str() == key || n.name == key) {
+    if let Some(n) = nets.iter().find(|n| n.id.as_str() == key) {
+        return Ok(n);
+    }
+    if let Some(n) = nets.iter().find(|n| n.name == key) {
         return Ok(n);
     }
     let by_prefix: Vec<_> = nets.iter().filter(|n| !key.is_empty() && n.id.as_str().starts_with(key)).collect();
     match by_prefix.as_slice() {
         [one] => Ok(one),
         [] => Err(NetError::NotFound(format!("network {key} not found"))),
-        _ => Err(NetError::BadRequest(format!("network {key} is ambiguous"))),
+        many => Err(NetError::BadRequest(format!(
+            "network {key} is ambiguous ({} matches found based on ID prefix)",
+            many.len()
+        ))),
     }
 }
 
