@@ -149,6 +149,22 @@ fn one_daemon_per_data_root_and_crash_recovery() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("served by another running daemon"), "{}", text(&out));
 
+    // A second daemon in the same namespace with its own roots and socket is
+    // refused too: the node's bridges and firewall table are the first one's.
+    let third_sock = format!("{}/third.sock", n.dir.display());
+    let out = n
+        .netns
+        .command(bins::netd())
+        .args(["--data-root", &format!("{}/data3", n.dir.display())])
+        .args(["--exec-root", &format!("{}/exec3", n.dir.display())])
+        .args(["-H", &format!("unix://{third_sock}")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("netd0 already exists and is not this network's bridge"), "{}", text(&out));
+    assert!(!std::path::Path::new(&third_sock).exists(), "the refused daemon removed its socket");
+    assert!(n.ping(), "the first daemon keeps serving");
+
     // kill -9 leaves a stale socket; the next start replaces it and the store is intact.
     n.kill_netd().unwrap();
     assert!(n.socket().exists(), "a killed daemon leaves its socket behind");

@@ -72,6 +72,18 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     run_with(config, links, stop_rx).await
 }
 
+/// Removes the API socket files this daemon bound when it stops or fails to
+/// start (never one it found served by another daemon).
+struct SocketFiles(Vec<PathBuf>);
+
+impl Drop for SocketFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// Runs the daemon with the given link layer until `stop` turns true.
 pub async fn run_with<L: Links + Send + Sync + 'static>(
     config: Config,
@@ -84,6 +96,15 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
     let pid_file = config.exec_root.join("netd.pid");
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
         .map_err(|source| DaemonError::Dir { path: pid_file.clone(), source })?;
+
+    // Sockets first: a daemon already serving one is found before anything
+    // is changed. Connections wait in the backlog until the API serves.
+    let mut listeners = Vec::new();
+    let mut bound = SocketFiles(Vec::new());
+    for path in &config.sockets {
+        listeners.push((path.clone(), socket::bind(path)?));
+        bound.0.push(path.clone());
+    }
 
     let store = Store::open(&config.data_root.join("netd.db"))?;
     let node_id = store.node_id()?;
@@ -132,10 +153,6 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
     let (reconcile, reconcile_task) =
         reconcile::spawn(store.clone(), links, Some(networks.clone()), config.reconcile_interval, stop.clone()).await;
 
-    let mut listeners = Vec::new();
-    for path in &config.sockets {
-        listeners.push((path.clone(), socket::bind(path)?));
-    }
     let ctx = Arc::new(Ctx {
         store,
         runtime,
@@ -183,9 +200,6 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
         servers.abort_all();
     }
     let _ = reconcile_task.await;
-    for path in &config.sockets {
-        let _ = std::fs::remove_file(path);
-    }
     let _ = std::fs::remove_file(&pid_file);
     tracing::info!("netd stopped");
     Ok(())
