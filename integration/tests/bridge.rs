@@ -130,6 +130,16 @@ fn docker_networks_publish_and_connect() {
     ok(docker(n, &["run", "-d", "--network", "front", "--name", "peer", "busybox", "sleep", "300"]));
     assert_eq!(wget(n, "peer", &addr).unwrap().trim(), "hello-from-web");
     assert_eq!(wget(n, "peer", &format!("http://{web_ip}/")).unwrap().trim(), "hello-from-web");
+    // ... and from the published container itself, through its own published port.
+    assert_eq!(wget(n, "web", &addr).unwrap().trim(), "hello-from-web");
+    // Host port ranges: the first free port of the range.
+    ok(docker(
+        n,
+        &["run", "-d", "--network", "front", "-p", "8080-8082:80", "--name", "ranged", "busybox", "sleep", "300"],
+    ));
+    let port = ok(docker(n, &["port", "ranged", "80"]));
+    assert!(port.ends_with(":8081"), "{port}");
+    ok(docker(n, &["rm", "-f", "ranged"]));
     // The container's own interface: eth0, its address, default route via the gateway.
     let ip = ok(docker(n, &["exec", "peer", "ip", "-o", "-4", "addr", "show", "eth0"]));
     assert!(ip.contains("10.30.0.2/24"), "{ip}");
