@@ -21,6 +21,7 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "nftables",
     "containernetworking-plugins",
+    "serf",
 ];
 /// Where the docker client goes when the machine has none on PATH (the lab's
 /// `bins::docker` looks there too).

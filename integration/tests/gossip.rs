@@ -1,0 +1,180 @@
+//! memberlist wire compatibility, proven against a real peer: Debian's `serf`
+//! agent (it embeds hashicorp/memberlist) runs in one lab node; this test
+//! plays a member in another node using only the `gossip` crate's codec. serf
+//! joins it over TCP (push-pull), probes it over UDP (pings, possibly
+//! compressed or compound), and must list it as alive; when it stops
+//! answering, serf must declare it failed.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gossip::wire::{self, Message, MsgType, PushNodeState, State, WireError};
+use integration::{Lab, require_root};
+
+const OURS: &str = "netd-wire-test";
+
+fn serf_members(n: &integration::Node) -> String {
+    let o = n.command("serf").args(["members", "-rpc-addr=127.0.0.1:7373"]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Reads one memberlist stream message (plain or compressed push-pull).
+fn read_push_pull(conn: &mut std::net::TcpStream) -> (wire::PushPullHeader, Vec<PushNodeState>) {
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut chunk).expect("serf sends its state");
+        assert!(n > 0, "serf closed the stream early");
+        buf.extend_from_slice(&chunk[..n]);
+        let plain = match buf[0] {
+            b if b == MsgType::Compress as u8 => match gossip::msgpack::decode(&buf[1..]) {
+                Ok((v, _)) => {
+                    let data = v.get("Buf").and_then(gossip::msgpack::Value::as_bytes).unwrap().to_vec();
+                    gossip::lzw::decompress(&data, 1 << 20).unwrap()
+                }
+                Err(_) => continue,
+            },
+            _ => buf.clone(),
+        };
+        assert_eq!(plain[0], MsgType::PushPull as u8, "a push-pull message");
+        match wire::decode_push_pull(&plain[1..], 1024) {
+            Ok((h, nodes, _user)) => return (h, nodes),
+            Err(WireError::Msgpack(gossip::msgpack::DecodeError::Truncated(_))) | Err(WireError::Compound(_)) => {
+                continue;
+            }
+            Err(e) => panic!("serf's push-pull does not decode: {e}"),
+        }
+    }
+}
+
+#[test]
+fn serf_joins_probes_and_fails_a_member_speaking_our_wire_format() {
+    if !require_root("serf_joins_probes_and_fails_a_member_speaking_our_wire_format") {
+        return;
+    }
+    if std::process::Command::new("serf").arg("version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "serf missing in CI: `cargo xtask setup` installs it");
+        eprintln!("SKIPPED: no serf");
+        return;
+    }
+    let lab = Lab::new(2).unwrap();
+    let (s, us) = (lab.node(0), lab.node(1));
+    let mut serf = s
+        .command("serf")
+        .args([
+            "agent",
+            "-node=serf1",
+            &format!("-bind={}:7946", s.addr),
+            "-rpc-addr=127.0.0.1:7373",
+            "-log-level=debug",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ns = std::path::PathBuf::from(format!("/run/netns/{}", us.netns.name));
+    let addr = us.addr;
+    let (tcp, udp) = integration::probe::in_netns(&ns, move || {
+        (TcpListener::bind((addr, 7946)).unwrap(), UdpSocket::bind((addr, 7946)).unwrap())
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !serf_members(s).contains("serf1") {
+        assert!(Instant::now() < deadline, "serf agent did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // serf joins us: it pushes its state over TCP, we answer with ours.
+    let joiner = {
+        let s_members = s.command("serf").args(["join", "-rpc-addr=127.0.0.1:7373", &format!("{addr}:7946")]).spawn();
+        s_members.unwrap()
+    };
+    let (mut conn, _) = tcp.accept().unwrap();
+    let (header, nodes) = read_push_pull(&mut conn);
+    assert!(header.join, "a join push-pull");
+    let serf1 = nodes.iter().find(|n| n.name == "serf1").expect("serf's own state is in its push-pull");
+    assert_eq!(serf1.state, State::Alive);
+    assert_eq!(serf1.addr, s.addr.octets().to_vec());
+    assert_eq!(serf1.port, 7946);
+    let me = PushNodeState {
+        name: OURS.into(),
+        addr: addr.octets().to_vec(),
+        port: 7946,
+        meta: None,
+        incarnation: 1,
+        state: State::Alive,
+        // Speak the protocol and delegate versions serf speaks.
+        vsn: serf1.vsn,
+    };
+    conn.write_all(&wire::encode_push_pull(false, &[me], b"")).unwrap();
+    drop(conn);
+    let out = joiner.wait_with_output().unwrap();
+    assert!(out.status.success(), "serf join failed");
+
+    // Answer serf's UDP probes; record what arrives.
+    let answering = Arc::new(AtomicBool::new(true));
+    let pings = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let (a2, p2, s2, d2) = (answering.clone(), pings.clone(), seen.clone(), done.clone());
+    udp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let responder = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let stop = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < stop && !d2.load(Ordering::SeqCst) {
+            let Ok((n, from)) = udp.recv_from(&mut buf) else { continue };
+            if let Some(t) = MsgType::from_byte(buf[0]) {
+                s2.lock().unwrap().insert(format!("packet:{t:?}"));
+            }
+            let msgs = wire::unwrap_packet(&buf[..n]).unwrap_or_else(|e| panic!("serf's packet does not decode: {e}"));
+            for m in msgs {
+                let decoded =
+                    wire::decode_message(&m).unwrap_or_else(|e| panic!("serf's message does not decode: {e}"));
+                s2.lock().unwrap().insert(format!("{:?}", MsgType::from_byte(m[0]).unwrap()));
+                if let Message::Ping(p) = decoded {
+                    assert_eq!(p.node, OURS, "pings name their target");
+                    p2.fetch_add(1, Ordering::SeqCst);
+                    if a2.load(Ordering::SeqCst) {
+                        let ack = wire::encode_message(&Message::Ack(wire::Ack { seq_no: p.seq_no, payload: None }));
+                        let to = match (p.source_addr.as_deref(), p.source_port) {
+                            (Some(&[a, b, c, d]), Some(port)) => SocketAddr::from((Ipv4Addr::new(a, b, c, d), port)),
+                            _ => from,
+                        };
+                        let _ = udp.send_to(&ack, to);
+                    }
+                }
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let m = serf_members(s);
+        if m.lines().any(|l| l.starts_with(OURS) && l.contains("alive")) && pings.load(Ordering::SeqCst) >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "serf does not list us alive after pings: {m}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Stop answering: serf's failure detector must declare us failed.
+    answering.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let m = serf_members(s);
+        if m.lines().any(|l| l.starts_with(OURS) && l.contains("failed")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "serf never marked us failed: {m}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    done.store(true, Ordering::SeqCst);
+    responder.join().expect("every packet serf sent decoded");
+    let kinds = seen.lock().unwrap().clone();
+    println!("message kinds received from serf: {kinds:?}");
+    assert!(kinds.contains("Ping"), "{kinds:?}");
+    let _ = serf.kill();
+    let _ = serf.wait();
+}
