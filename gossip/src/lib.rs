@@ -2,9 +2,16 @@
 //! Go source read to learn the format): the msgpack subset it uses
 //! ([`msgpack`]), its messages and packet wrappers ([`wire`]) and its LZW
 //! compression ([`lzw`]). Proven against Debian's `serf` agent in the lab
-//! (`integration/tests/gossip.rs`). The SWIM state machine, transport,
-//! encryption and replicated tables build on this (see the README).
+//! (`integration/tests/gossip.rs`). On it: the SWIM member ([`memberlist`])
+//! over a [`transport`] (UDP + TCP, or in memory for deterministic tests).
 
+pub mod config;
 pub mod lzw;
+pub mod memberlist;
 pub mod msgpack;
+pub mod transport;
 pub mod wire;
+
+pub use config::Config;
+pub use memberlist::{Event, GossipError, Handle, Member, MemberState, start};
+pub use transport::{MemNetwork, NetTransport};

@@ -1,0 +1,885 @@
+//! The SWIM member: one task owns the member table and runs the protocol
+//! as memberlist does it — a probe every interval (direct ping, then
+//! indirect pings through `indirect_checks` others, asking for nacks),
+//! suspicion with Lifeguard's shrinking timeout and local-health
+//! (awareness) scaling, refutation of accusations against itself, gossip of
+//! alive/suspect/dead broadcasts piggybacked on every packet with a
+//! retransmit limit, push-pull anti-entropy over streams, join and graceful
+//! leave. Others talk to it through a [`Handle`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::config::{self, Config};
+use crate::transport::{Inbound, Stream, Transport};
+use crate::wire::{self, Accusation, Alive, Message, MsgType, PushNodeState, State};
+
+/// A member's state as this node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberState {
+    Alive,
+    Suspect,
+    Dead,
+    Left,
+}
+
+impl MemberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Dead => "dead",
+            MemberState::Left => "left",
+        }
+    }
+}
+
+/// A member of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub meta: Vec<u8>,
+    pub incarnation: u32,
+    pub state: MemberState,
+    pub vsn: [u8; 6],
+}
+
+/// What subscribers hear about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Join(Member),
+    /// Left gracefully.
+    Leave(Member),
+    /// Declared dead by the failure detector.
+    Fail(Member),
+    Update(Member),
+}
+
+/// A failed request to the member task.
+#[derive(Debug, thiserror::Error)]
+pub enum GossipError {
+    #[error("could not join any of {0} seeds: {1}")]
+    Join(usize, String),
+    #[error("the member is stopped")]
+    Stopped,
+    #[error("node name {0:?} is already used by another member at {1}")]
+    NameClash(String, SocketAddr),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Wire(#[from] wire::WireError),
+}
+
+enum Cmd {
+    Members(oneshot::Sender<(Vec<Member>, u32)>),
+    LocalState(oneshot::Sender<Vec<PushNodeState>>),
+    Merge(Vec<PushNodeState>, Option<oneshot::Sender<Result<(), GossipError>>>),
+    Leave(oneshot::Sender<()>),
+    Stop,
+}
+
+/// Talks to a running member.
+#[derive(Clone)]
+pub struct Handle {
+    cmd: mpsc::Sender<Cmd>,
+    events: broadcast::Sender<Event>,
+    transport: Arc<dyn Transport>,
+    cfg: Arc<Config>,
+}
+
+impl Handle {
+    /// Joins through `seeds` (push-pull with each, all tried); returns how
+    /// many answered. Fails only if none did.
+    pub async fn join(&self, seeds: &[SocketAddr]) -> Result<usize, GossipError> {
+        let mut ok = 0;
+        let mut last = String::new();
+        for s in seeds {
+            match self.push_pull(*s, true).await {
+                Ok(()) => ok += 1,
+                Err(e) => last = format!("{s}: {e}"),
+            }
+        }
+        if ok == 0 {
+            return Err(GossipError::Join(seeds.len(), last));
+        }
+        Ok(ok)
+    }
+
+    /// Every known member (self included) and this node's health score
+    /// (Lifeguard awareness, 0 = healthy).
+    pub async fn members(&self) -> Result<(Vec<Member>, u32), GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Cmd::Members(tx)).await.map_err(|_| GossipError::Stopped)?;
+        rx.await.map_err(|_| GossipError::Stopped)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Leaves gracefully: tells every member, then stops.
+    pub async fn leave(&self) -> Result<(), GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Cmd::Leave(tx)).await.map_err(|_| GossipError::Stopped)?;
+        let _ = rx.await;
+        let _ = self.cmd.send(Cmd::Stop).await;
+        Ok(())
+    }
+
+    /// Stops without telling anyone (as a crash would, for tests).
+    pub async fn stop(&self) {
+        let _ = self.cmd.send(Cmd::Stop).await;
+    }
+
+    async fn push_pull(&self, to: SocketAddr, join: bool) -> Result<(), GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Cmd::LocalState(tx)).await.map_err(|_| GossipError::Stopped)?;
+        let local = rx.await.map_err(|_| GossipError::Stopped)?;
+        let io = async {
+            let mut s = self.transport.connect(to).await?;
+            s.write_all(&wire::encode_push_pull(join, &local, b"")).await?;
+            s.flush().await?;
+            read_push_pull(&mut s).await
+        };
+        let remote = tokio::time::timeout(self.cfg.tcp_timeout, io)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "push-pull timed out"))??;
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Cmd::Merge(remote, Some(tx))).await.map_err(|_| GossipError::Stopped)?;
+        rx.await.map_err(|_| GossipError::Stopped)?
+    }
+}
+
+/// Reads one push-pull message (plain or LZW-compressed) from a stream.
+async fn read_push_pull(s: &mut Box<dyn Stream>) -> Result<Vec<PushNodeState>, GossipError> {
+    const LIMIT: usize = 20 * 1024 * 1024;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "stream closed before a full state").into()
+            );
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > LIMIT {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "remote state too large").into());
+        }
+        let plain = if buf[0] == MsgType::Compress as u8 {
+            match wire::unwrap_packet(&buf) {
+                Ok(mut v) if v.len() == 1 => v.remove(0),
+                Ok(_) => return Err(wire::WireError::Compound("compressed stream").into()),
+                Err(wire::WireError::Msgpack(crate::msgpack::DecodeError::Truncated(_))) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            buf.clone()
+        };
+        if plain[0] != MsgType::PushPull as u8 {
+            return Err(wire::WireError::Unexpected(MsgType::from_byte(plain[0]).unwrap_or(MsgType::Err)).into());
+        }
+        match wire::decode_push_pull(&plain[1..], 100_000) {
+            Ok((_, nodes, _user)) => return Ok(nodes),
+            Err(wire::WireError::Msgpack(crate::msgpack::DecodeError::Truncated(_)))
+            | Err(wire::WireError::Compound("user state")) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+struct Node {
+    m: Member,
+    since: Instant,
+}
+
+struct Suspicion {
+    k: u32,
+    confirmations: HashSet<String>,
+    start: Instant,
+    min: Duration,
+    max: Duration,
+    deadline: Instant,
+}
+
+struct Broadcast {
+    node: String,
+    msg: Vec<u8>,
+    sent: u32,
+}
+
+struct Probe {
+    seq: u32,
+    target: String,
+    indirect_at: Option<Instant>,
+    acked: bool,
+    nacks_expected: u32,
+    nacks: u32,
+}
+
+struct Relay {
+    to: SocketAddr,
+    seq: u32,
+    nack: bool,
+    deadline: Instant,
+}
+
+struct Engine {
+    cfg: Arc<Config>,
+    transport: Arc<dyn Transport>,
+    events: broadcast::Sender<Event>,
+    nodes: BTreeMap<String, Node>,
+    incarnation: u32,
+    seq: u32,
+    awareness: u32,
+    suspicions: HashMap<String, Suspicion>,
+    queue: Vec<Broadcast>,
+    probe: Option<Probe>,
+    probe_order: Vec<String>,
+    relays: HashMap<u32, Relay>,
+    leaving: bool,
+}
+
+/// Starts a member on `transport`, reading what `inbound` delivers.
+pub fn start(cfg: Config, transport: Arc<dyn Transport>, inbound: mpsc::Receiver<Inbound>) -> Handle {
+    let cfg = Arc::new(cfg);
+    let (cmd_tx, cmd_rx) = mpsc::channel(256);
+    let (events, _) = broadcast::channel(1024);
+    let now = Instant::now();
+    let me = Member {
+        name: cfg.name.clone(),
+        addr: cfg.advertise,
+        meta: cfg.meta.clone(),
+        incarnation: 1,
+        state: MemberState::Alive,
+        vsn: cfg.vsn(),
+    };
+    let mut nodes = BTreeMap::new();
+    nodes.insert(me.name.clone(), Node { m: me, since: now });
+    let engine = Engine {
+        cfg: cfg.clone(),
+        transport: transport.clone(),
+        events: events.clone(),
+        nodes,
+        incarnation: 1,
+        seq: rand::random::<u32>() >> 1,
+        awareness: 0,
+        suspicions: HashMap::new(),
+        queue: Vec::new(),
+        probe: None,
+        probe_order: Vec::new(),
+        relays: HashMap::new(),
+        leaving: false,
+    };
+    let handle = Handle { cmd: cmd_tx.clone(), events, transport, cfg };
+    let h2 = handle.clone();
+    tokio::spawn(engine.run(inbound, cmd_rx, h2));
+    handle
+}
+
+fn addr_of(bytes: &[u8], port: u16) -> Option<SocketAddr> {
+    let ip: IpAddr = match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok()?.into(),
+        16 => <[u8; 16]>::try_from(bytes).ok()?.into(),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+fn ip_bytes(a: SocketAddr) -> Vec<u8> {
+    match a.ip() {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    }
+}
+
+impl Engine {
+    async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, mut cmds: mpsc::Receiver<Cmd>, handle: Handle) {
+        let start = Instant::now();
+        let mut next_probe = start + self.cfg.probe_interval;
+        let mut next_gossip = start + self.cfg.gossip_interval;
+        let mut next_push_pull = start + self.cfg.push_pull_interval;
+        loop {
+            let deadline =
+                self.next_deadline().unwrap_or(next_probe).min(next_probe).min(next_gossip).min(next_push_pull);
+            tokio::select! {
+                msg = inbound.recv() => match msg {
+                    Some(Inbound::Packet(data, from)) => self.packet(&data, from).await,
+                    Some(Inbound::Stream(s, from)) => {
+                        let h = handle.clone();
+                        tokio::spawn(async move { serve_stream(h, s, from).await });
+                    }
+                    None => return,
+                },
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Members(tx)) => {
+                        let _ = tx.send((self.nodes.values().map(|n| n.m.clone()).collect(), self.awareness));
+                    }
+                    Some(Cmd::LocalState(tx)) => {
+                        let _ = tx.send(self.local_state());
+                    }
+                    Some(Cmd::Merge(states, tx)) => {
+                        let r = self.merge(states).await;
+                        if let Some(tx) = tx {
+                            let _ = tx.send(r);
+                        }
+                    }
+                    Some(Cmd::Leave(tx)) => {
+                        self.leave().await;
+                        let _ = tx.send(());
+                    }
+                    Some(Cmd::Stop) | None => return,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = Instant::now();
+                    self.expire(now).await;
+                    if now >= next_probe {
+                        self.probe_tick().await;
+                        next_probe = now + self.cfg.probe_interval * (self.awareness + 1);
+                    }
+                    if now >= next_gossip {
+                        self.gossip().await;
+                        next_gossip = now + self.cfg.gossip_interval;
+                    }
+                    if now >= next_push_pull {
+                        next_push_pull = now + config::push_pull_scale(self.cfg.push_pull_interval, self.nodes.len());
+                        if let Some(peer) = self.random_peers(1, false).first().copied() {
+                            let h = handle.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = h.push_pull(peer, false).await {
+                                    tracing::debug!(%peer, error = %e, "push-pull failed");
+                                }
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let s = self.suspicions.values().map(|s| s.deadline).min();
+        let r = self.relays.values().map(|r| r.deadline).min();
+        let p = self.probe.as_ref().and_then(|p| if p.acked { None } else { p.indirect_at });
+        [s, r, p].into_iter().flatten().min()
+    }
+
+    fn alive_count(&self) -> usize {
+        self.nodes.values().filter(|n| matches!(n.m.state, MemberState::Alive | MemberState::Suspect)).count()
+    }
+
+    fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    fn me(&self) -> &Member {
+        &self.nodes[&self.cfg.name].m
+    }
+
+    fn queue(&mut self, node: &str, msg: Vec<u8>) {
+        self.queue.retain(|b| b.node != node);
+        self.queue.push(Broadcast { node: node.to_owned(), msg, sent: 0 });
+    }
+
+    /// Broadcasts that fit in `budget` bytes, least-sent first.
+    fn take_broadcasts(&mut self, mut budget: usize) -> Vec<Vec<u8>> {
+        let limit = config::retransmit_limit(self.cfg.retransmit_mult, self.alive_count()).max(1);
+        self.queue.sort_by_key(|b| b.sent);
+        let mut out = Vec::new();
+        for b in &mut self.queue {
+            if b.msg.len() + 2 > budget {
+                continue;
+            }
+            budget -= b.msg.len() + 2;
+            b.sent += 1;
+            out.push(b.msg.clone());
+        }
+        self.queue.retain(|b| b.sent < limit);
+        out
+    }
+
+    /// Sends `msg` with as many broadcasts as fit piggybacked.
+    async fn send(&mut self, to: SocketAddr, msg: Vec<u8>) {
+        let budget = self.cfg.udp_buffer_size.saturating_sub(msg.len() + 4);
+        let mut extra = self.take_broadcasts(budget);
+        let packet = if extra.is_empty() {
+            msg
+        } else {
+            extra.insert(0, msg);
+            wire::compound(&extra)
+        };
+        if let Err(e) = self.transport.send(to, packet).await {
+            tracing::debug!(%to, error = %e, "send failed");
+        }
+    }
+
+    fn alive_msg(&self) -> Vec<u8> {
+        let me = self.me();
+        wire::encode_message(&Message::Alive(Alive {
+            incarnation: self.incarnation,
+            node: me.name.clone(),
+            addr: ip_bytes(me.addr),
+            port: me.addr.port(),
+            meta: Some(me.meta.clone()),
+            vsn: me.vsn,
+        }))
+    }
+
+    fn local_state(&self) -> Vec<PushNodeState> {
+        self.nodes
+            .values()
+            .map(|n| PushNodeState {
+                name: n.m.name.clone(),
+                addr: ip_bytes(n.m.addr),
+                port: n.m.addr.port(),
+                meta: Some(n.m.meta.clone()),
+                incarnation: n.m.incarnation,
+                state: match n.m.state {
+                    MemberState::Alive => State::Alive,
+                    MemberState::Suspect => State::Suspect,
+                    MemberState::Dead => State::Dead,
+                    MemberState::Left => State::Left,
+                },
+                vsn: n.m.vsn,
+            })
+            .collect()
+    }
+
+    async fn merge(&mut self, states: Vec<PushNodeState>) -> Result<(), GossipError> {
+        for s in states {
+            let Some(addr) = addr_of(&s.addr, s.port) else { continue };
+            match s.state {
+                State::Alive => {
+                    let a = Alive {
+                        incarnation: s.incarnation,
+                        node: s.name,
+                        addr: s.addr,
+                        port: s.port,
+                        meta: s.meta,
+                        vsn: s.vsn,
+                    };
+                    if a.node == self.cfg.name && addr != self.cfg.advertise && a.incarnation > 0 && !self.leaving {
+                        // Another process claims our name: refuse it loudly (memberlist logs a conflict).
+                        tracing::warn!(node = %a.node, other = %addr, "another member uses this node name");
+                        return Err(GossipError::NameClash(a.node, addr));
+                    }
+                    self.alive(a).await;
+                }
+                // memberlist prefers to suspect a node another member thinks is dead.
+                State::Suspect | State::Dead => {
+                    let from = self.cfg.name.clone();
+                    self.suspect(Accusation { incarnation: s.incarnation, node: s.name, from }).await;
+                }
+                State::Left => {
+                    let name = s.name.clone();
+                    self.dead(Accusation { incarnation: s.incarnation, node: s.name, from: name }).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn packet(&mut self, data: &[u8], from: SocketAddr) {
+        let msgs = match wire::unwrap_packet(data) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "dropped a malformed packet");
+                return;
+            }
+        };
+        for raw in msgs {
+            match wire::decode_message(&raw) {
+                Ok(m) => self.message(m, from).await,
+                Err(e) => tracing::debug!(%from, error = %e, "dropped a malformed message"),
+            }
+        }
+    }
+
+    async fn message(&mut self, m: Message, from: SocketAddr) {
+        match m {
+            Message::Ping(p) => {
+                if !p.node.is_empty() && p.node != self.cfg.name {
+                    tracing::debug!(target_node = %p.node, "ping for another node");
+                    return;
+                }
+                let to =
+                    p.source_addr.as_deref().zip(p.source_port).and_then(|(a, port)| addr_of(a, port)).unwrap_or(from);
+                let ack = wire::encode_message(&Message::Ack(wire::Ack { seq_no: p.seq_no, payload: None }));
+                self.send(to, ack).await;
+            }
+            Message::IndirectPing(ip) => {
+                let Some(target) = addr_of(&ip.target, ip.port) else { return };
+                let reply_to = ip
+                    .source_addr
+                    .as_deref()
+                    .zip(ip.source_port)
+                    .and_then(|(a, port)| addr_of(a, port))
+                    .unwrap_or(from);
+                self.seq = self.seq.wrapping_add(1);
+                let seq = self.seq;
+                self.relays.insert(
+                    seq,
+                    Relay {
+                        to: reply_to,
+                        seq: ip.seq_no,
+                        nack: ip.nack,
+                        deadline: Instant::now() + self.cfg.probe_timeout,
+                    },
+                );
+                let ping = wire::encode_message(&Message::Ping(wire::Ping {
+                    seq_no: seq,
+                    node: ip.node,
+                    ..Default::default()
+                }));
+                self.send(target, ping).await;
+            }
+            Message::Ack(a) => {
+                if let Some(p) = self.probe.as_mut()
+                    && p.seq == a.seq_no
+                {
+                    p.acked = true;
+                    self.awareness = self.awareness.saturating_sub(1);
+                } else if let Some(r) = self.relays.remove(&a.seq_no) {
+                    let ack = wire::encode_message(&Message::Ack(wire::Ack { seq_no: r.seq, payload: None }));
+                    self.send(r.to, ack).await;
+                }
+            }
+            Message::Nack { seq_no } => {
+                if let Some(p) = self.probe.as_mut()
+                    && p.seq == seq_no
+                {
+                    p.nacks += 1;
+                }
+            }
+            Message::Alive(a) => self.alive(a).await,
+            Message::Suspect(s) => self.suspect(s).await,
+            Message::Dead(d) => self.dead(d).await,
+            Message::User(_) => {}
+            Message::Err(e) => tracing::debug!(%from, error = %e, "remote error"),
+        }
+    }
+
+    async fn refute(&mut self, accused: u32) {
+        self.incarnation = self.incarnation.max(accused) + 1;
+        let inc = self.incarnation;
+        if let Some(n) = self.nodes.get_mut(&self.cfg.name) {
+            n.m.incarnation = inc;
+        }
+        self.awareness = (self.awareness + 1).min(self.cfg.awareness_max_multiplier - 1);
+        let msg = self.alive_msg();
+        let name = self.cfg.name.clone();
+        self.queue(&name, msg);
+        tracing::info!(incarnation = inc, "refuted an accusation");
+    }
+
+    async fn alive(&mut self, a: Alive) {
+        let Some(addr) = addr_of(&a.addr, a.port) else { return };
+        if a.node == self.cfg.name {
+            if a.incarnation < self.incarnation || self.leaving {
+                return;
+            }
+            if a.incarnation == self.incarnation && a.meta.as_deref().unwrap_or(&[]) == self.me().meta.as_slice() {
+                return;
+            }
+            self.refute(a.incarnation).await;
+            return;
+        }
+        let now = Instant::now();
+        let meta = a.meta.clone().unwrap_or_default();
+        let (event, changed) = match self.nodes.get_mut(&a.node) {
+            None => {
+                let m = Member {
+                    name: a.node.clone(),
+                    addr,
+                    meta,
+                    incarnation: a.incarnation,
+                    state: MemberState::Alive,
+                    vsn: a.vsn,
+                };
+                self.nodes.insert(a.node.clone(), Node { m: m.clone(), since: now });
+                // A new node is probed soon, in random order.
+                let pos = rand::random_range(0..=self.probe_order.len());
+                self.probe_order.insert(pos, a.node.clone());
+                (Some(Event::Join(m)), true)
+            }
+            Some(n) => {
+                let dead = matches!(n.m.state, MemberState::Dead | MemberState::Left);
+                if a.incarnation <= n.m.incarnation && !(dead && a.incarnation == n.m.incarnation && n.m.addr != addr) {
+                    return;
+                }
+                let meta_changed = n.m.meta != meta;
+                n.m.incarnation = a.incarnation;
+                n.m.meta = meta;
+                n.m.addr = addr;
+                n.m.vsn = a.vsn;
+                let was = n.m.state;
+                if was != MemberState::Alive {
+                    n.m.state = MemberState::Alive;
+                    n.since = now;
+                }
+                let m = n.m.clone();
+                let ev = if dead {
+                    Some(Event::Join(m))
+                } else if meta_changed {
+                    Some(Event::Update(m))
+                } else {
+                    None
+                };
+                (ev, true)
+            }
+        };
+        self.suspicions.remove(&a.node);
+        if changed {
+            let node = a.node.clone();
+            self.queue(&node, wire::encode_message(&Message::Alive(a)));
+        }
+        if let Some(e) = event {
+            tracing::info!(event = ?e, "member change");
+            self.emit(e);
+        }
+    }
+
+    async fn suspect(&mut self, s: Accusation) {
+        let n_alive = self.alive_count();
+        let Some(n) = self.nodes.get_mut(&s.node) else { return };
+        if s.incarnation < n.m.incarnation {
+            return;
+        }
+        if let Some(susp) = self.suspicions.get_mut(&s.node) {
+            if susp.confirmations.len() as u32 <= susp.k && susp.confirmations.insert(s.from.clone()) {
+                let c = susp.confirmations.len() as u32 - 1;
+                let left = config::remaining_suspicion(c, susp.k, susp.start.elapsed(), susp.min, susp.max);
+                susp.deadline = Instant::now() + left;
+                self.queue(&s.node.clone(), wire::encode_message(&Message::Suspect(s)));
+            }
+            return;
+        }
+        if n.m.state != MemberState::Alive {
+            return;
+        }
+        if s.node == self.cfg.name {
+            self.refute(s.incarnation).await;
+            return;
+        }
+        n.m.incarnation = s.incarnation;
+        n.m.state = MemberState::Suspect;
+        n.since = Instant::now();
+        let mult = self.cfg.suspicion_mult;
+        let k = if n_alive.saturating_sub(2) < (mult.saturating_sub(2)) as usize { 0 } else { mult.saturating_sub(2) };
+        let min = config::suspicion_timeout(mult, n_alive, self.cfg.probe_interval);
+        let max = min * self.cfg.suspicion_max_timeout_mult;
+        let start = Instant::now();
+        let mut confirmations = HashSet::new();
+        confirmations.insert(s.from.clone());
+        let deadline = start + if k < 1 { min } else { max };
+        self.suspicions.insert(s.node.clone(), Suspicion { k, confirmations, start, min, max, deadline });
+        tracing::info!(node = %s.node, from = %s.from, "member suspected");
+        self.queue(&s.node.clone(), wire::encode_message(&Message::Suspect(s)));
+    }
+
+    async fn dead(&mut self, d: Accusation) {
+        let Some(n) = self.nodes.get_mut(&d.node) else { return };
+        if d.incarnation < n.m.incarnation || matches!(n.m.state, MemberState::Dead | MemberState::Left) {
+            return;
+        }
+        if d.node == self.cfg.name && !self.leaving {
+            self.refute(d.incarnation).await;
+            return;
+        }
+        n.m.incarnation = d.incarnation;
+        n.m.state = if d.node == d.from { MemberState::Left } else { MemberState::Dead };
+        n.since = Instant::now();
+        let m = n.m.clone();
+        self.suspicions.remove(&d.node);
+        self.queue(&d.node.clone(), wire::encode_message(&Message::Dead(d)));
+        let e = if m.state == MemberState::Left { Event::Leave(m) } else { Event::Fail(m) };
+        tracing::info!(event = ?e, "member change");
+        self.emit(e);
+    }
+
+    async fn expire(&mut self, now: Instant) {
+        let due: Vec<String> =
+            self.suspicions.iter().filter(|(_, s)| s.deadline <= now).map(|(k, _)| k.clone()).collect();
+        for node in due {
+            self.suspicions.remove(&node);
+            let inc = self.nodes.get(&node).map(|n| n.m.incarnation).unwrap_or(0);
+            let from = self.cfg.name.clone();
+            tracing::info!(%node, "suspicion timed out: member is dead");
+            self.dead(Accusation { incarnation: inc, node, from }).await;
+        }
+        let relays: Vec<u32> = self.relays.iter().filter(|(_, r)| r.deadline <= now).map(|(k, _)| *k).collect();
+        for seq in relays {
+            if let Some(r) = self.relays.remove(&seq)
+                && r.nack
+            {
+                let nack = wire::encode_message(&Message::Nack { seq_no: r.seq });
+                self.send(r.to, nack).await;
+            }
+        }
+        // Direct probe unanswered: ask others to try.
+        let pending = self
+            .probe
+            .as_ref()
+            .filter(|p| !p.acked && p.indirect_at.is_some_and(|t| t <= now))
+            .map(|p| (p.seq, p.target.clone()));
+        if let Some((seq, target)) = pending {
+            let Some(t) = self.nodes.get(&target).map(|n| n.m.clone()) else { return };
+            let mut helpers: Vec<SocketAddr> = self
+                .nodes
+                .values()
+                .filter(|n| n.m.name != target && n.m.name != self.cfg.name && n.m.state == MemberState::Alive)
+                .map(|n| n.m.addr)
+                .collect();
+            helpers.shuffle(&mut rand::rng());
+            helpers.truncate(self.cfg.indirect_checks);
+            if let Some(p) = self.probe.as_mut() {
+                p.indirect_at = None;
+                p.nacks_expected = helpers.len() as u32;
+            }
+            let me = self.me().clone();
+            for h in helpers {
+                let req = wire::encode_message(&Message::IndirectPing(wire::IndirectPing {
+                    seq_no: seq,
+                    target: ip_bytes(t.addr),
+                    port: t.addr.port(),
+                    node: t.name.clone(),
+                    nack: true,
+                    source_addr: Some(ip_bytes(me.addr)),
+                    source_port: Some(me.addr.port()),
+                    source_node: Some(me.name.clone()),
+                }));
+                self.send(h, req).await;
+            }
+        }
+    }
+
+    async fn probe_tick(&mut self) {
+        // The last probe's verdict.
+        if let Some(p) = self.probe.take()
+            && !p.acked
+        {
+            // Lifeguard: missing nacks hint that we, not the target, are unwell.
+            if p.nacks_expected > 0 && p.nacks < p.nacks_expected {
+                self.awareness = (self.awareness + 1).min(self.cfg.awareness_max_multiplier - 1);
+            }
+            // Suspect it, or confirm a suspicion others raised (Lifeguard).
+            if let Some(n) =
+                self.nodes.get(&p.target).filter(|n| matches!(n.m.state, MemberState::Alive | MemberState::Suspect))
+            {
+                let inc = n.m.incarnation;
+                let from = self.cfg.name.clone();
+                self.suspect(Accusation { incarnation: inc, node: p.target, from }).await;
+            }
+        }
+        if self.probe_order.is_empty() {
+            let mut names: Vec<String> = self.nodes.keys().filter(|n| **n != self.cfg.name).cloned().collect();
+            names.shuffle(&mut rand::rng());
+            self.probe_order = names;
+        }
+        while let Some(name) = self.probe_order.pop() {
+            let Some(n) = self.nodes.get(&name) else { continue };
+            if !matches!(n.m.state, MemberState::Alive | MemberState::Suspect) {
+                continue;
+            }
+            let (addr, target) = (n.m.addr, n.m.name.clone());
+            self.seq = self.seq.wrapping_add(1);
+            let seq = self.seq;
+            let me = self.me().clone();
+            let ping = wire::encode_message(&Message::Ping(wire::Ping {
+                seq_no: seq,
+                node: target.clone(),
+                source_addr: Some(ip_bytes(me.addr)),
+                source_port: Some(me.addr.port()),
+                source_node: Some(me.name),
+            }));
+            let timeout = self.cfg.probe_timeout * (self.awareness + 1);
+            self.probe = Some(Probe {
+                seq,
+                target,
+                indirect_at: Some(Instant::now() + timeout),
+                acked: false,
+                nacks_expected: 0,
+                nacks: 0,
+            });
+            self.send(addr, ping).await;
+            return;
+        }
+    }
+
+    fn random_peers(&self, n: usize, with_dead: bool) -> Vec<SocketAddr> {
+        let now = Instant::now();
+        let mut v: Vec<SocketAddr> = self
+            .nodes
+            .values()
+            .filter(|x| x.m.name != self.cfg.name)
+            .filter(|x| match x.m.state {
+                MemberState::Alive | MemberState::Suspect => true,
+                MemberState::Dead => with_dead && now.duration_since(x.since) < self.cfg.gossip_to_the_dead_time,
+                MemberState::Left => false,
+            })
+            .map(|x| x.m.addr)
+            .collect();
+        v.shuffle(&mut rand::rng());
+        v.truncate(n);
+        v
+    }
+
+    async fn gossip(&mut self) {
+        if self.queue.is_empty() {
+            return;
+        }
+        for to in self.random_peers(self.cfg.gossip_nodes, true) {
+            let msgs = self.take_broadcasts(self.cfg.udp_buffer_size - 2);
+            if msgs.is_empty() {
+                return;
+            }
+            let packet =
+                if msgs.len() == 1 { msgs.into_iter().next().unwrap_or_default() } else { wire::compound(&msgs) };
+            let _ = self.transport.send(to, packet).await;
+        }
+    }
+
+    async fn leave(&mut self) {
+        self.leaving = true;
+        let name = self.cfg.name.clone();
+        let d = Accusation { incarnation: self.incarnation, node: name.clone(), from: name.clone() };
+        if let Some(n) = self.nodes.get_mut(&name) {
+            n.m.state = MemberState::Left;
+        }
+        let msg = wire::encode_message(&Message::Dead(d));
+        // Tell every live member directly, then let gossip repeat it.
+        for to in self.random_peers(usize::MAX, false) {
+            let _ = self.transport.send(to, msg.clone()).await;
+        }
+        self.queue(&name, msg);
+        self.gossip().await;
+    }
+}
+
+/// Answers an inbound stream: a push-pull (the remote sends first).
+async fn serve_stream(h: Handle, mut s: Box<dyn Stream>, from: SocketAddr) {
+    let r = tokio::time::timeout(h.cfg.tcp_timeout, async {
+        let remote = read_push_pull(&mut s).await?;
+        let (tx, rx) = oneshot::channel();
+        h.cmd.send(Cmd::LocalState(tx)).await.map_err(|_| GossipError::Stopped)?;
+        let local = rx.await.map_err(|_| GossipError::Stopped)?;
+        s.write_all(&wire::encode_push_pull(false, &local, b"")).await?;
+        s.flush().await?;
+        h.cmd.send(Cmd::Merge(remote, None)).await.map_err(|_| GossipError::Stopped)?;
+        Ok::<_, GossipError>(())
+    })
+    .await;
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%from, error = %e, "stream refused"),
+        Err(_) => tracing::debug!(%from, "stream timed out"),
+    }
+}

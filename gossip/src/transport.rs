@@ -1,0 +1,165 @@
+//! What a member runs over: best-effort packets and reliable streams, to
+//! socket addresses. [`NetTransport`] is UDP + TCP; [`MemNetwork`] is an
+//! in-memory network for deterministic tests (paused tokio time), with
+//! partitions.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+/// A boxed future (the trait is used as an object).
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A reliable byte stream.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// What arrives from the network.
+pub enum Inbound {
+    Packet(Vec<u8>, SocketAddr),
+    Stream(Box<dyn Stream>, SocketAddr),
+}
+
+/// Sending side of a transport.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends one packet, best effort (errors are only logged by callers).
+    fn send(&self, to: SocketAddr, data: Vec<u8>) -> BoxFut<'_, io::Result<()>>;
+    /// Opens a stream.
+    fn connect(&self, to: SocketAddr) -> BoxFut<'_, io::Result<Box<dyn Stream>>>;
+}
+
+/// UDP and TCP on one address.
+pub struct NetTransport {
+    udp: Arc<tokio::net::UdpSocket>,
+}
+
+impl NetTransport {
+    /// Binds UDP and TCP on `bind` and spawns the receivers.
+    pub async fn bind(bind: SocketAddr) -> io::Result<(Arc<NetTransport>, mpsc::Receiver<Inbound>)> {
+        let udp = Arc::new(tokio::net::UdpSocket::bind(bind).await?);
+        let tcp = tokio::net::TcpListener::bind(bind).await?;
+        let (tx, rx) = mpsc::channel(1024);
+        let (u, t) = (udp.clone(), tx.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match u.recv_from(&mut buf).await {
+                    Ok((n, from)) => {
+                        if t.send(Inbound::Packet(buf[..n].to_vec(), from)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "udp receive"),
+                }
+            }
+        });
+        tokio::spawn(async move {
+            loop {
+                match tcp.accept().await {
+                    Ok((s, from)) => {
+                        if tx.send(Inbound::Stream(Box::new(s), from)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "tcp accept");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        Ok((Arc::new(NetTransport { udp }), rx))
+    }
+}
+
+impl Transport for NetTransport {
+    fn send(&self, to: SocketAddr, data: Vec<u8>) -> BoxFut<'_, io::Result<()>> {
+        Box::pin(async move { self.udp.send_to(&data, to).await.map(|_| ()) })
+    }
+
+    fn connect(&self, to: SocketAddr) -> BoxFut<'_, io::Result<Box<dyn Stream>>> {
+        Box::pin(async move { Ok(Box::new(tokio::net::TcpStream::connect(to).await?) as Box<dyn Stream>) })
+    }
+}
+
+#[derive(Default)]
+struct Hub {
+    nodes: HashMap<SocketAddr, mpsc::Sender<Inbound>>,
+    /// Pairs that cannot talk (either direction).
+    cut: BTreeSet<(SocketAddr, SocketAddr)>,
+}
+
+/// An in-memory network of members, for tests.
+#[derive(Clone, Default)]
+pub struct MemNetwork {
+    hub: Arc<Mutex<Hub>>,
+}
+
+/// One member's end of a [`MemNetwork`].
+pub struct MemTransport {
+    me: SocketAddr,
+    hub: Arc<Mutex<Hub>>,
+}
+
+impl MemNetwork {
+    pub fn attach(&self, addr: SocketAddr) -> (Arc<MemTransport>, mpsc::Receiver<Inbound>) {
+        let (tx, rx) = mpsc::channel(1024);
+        self.hub.lock().unwrap_or_else(|p| p.into_inner()).nodes.insert(addr, tx);
+        (Arc::new(MemTransport { me: addr, hub: self.hub.clone() }), rx)
+    }
+
+    /// Removes a member (as if its host died).
+    pub fn detach(&self, addr: SocketAddr) {
+        self.hub.lock().unwrap_or_else(|p| p.into_inner()).nodes.remove(&addr);
+    }
+
+    /// Cuts (`true`) or heals the link between two members.
+    pub fn partition(&self, a: SocketAddr, b: SocketAddr, cut: bool) {
+        let mut h = self.hub.lock().unwrap_or_else(|p| p.into_inner());
+        let key = if a < b { (a, b) } else { (b, a) };
+        if cut {
+            h.cut.insert(key);
+        } else {
+            h.cut.remove(&key);
+        }
+    }
+}
+
+impl MemTransport {
+    fn route(&self, to: SocketAddr) -> Option<mpsc::Sender<Inbound>> {
+        let h = self.hub.lock().unwrap_or_else(|p| p.into_inner());
+        let key = if self.me < to { (self.me, to) } else { (to, self.me) };
+        if h.cut.contains(&key) {
+            return None;
+        }
+        h.nodes.get(&to).cloned()
+    }
+}
+
+impl Transport for MemTransport {
+    fn send(&self, to: SocketAddr, data: Vec<u8>) -> BoxFut<'_, io::Result<()>> {
+        Box::pin(async move {
+            if let Some(tx) = self.route(to) {
+                let _ = tx.try_send(Inbound::Packet(data, self.me));
+            }
+            Ok(())
+        })
+    }
+
+    fn connect(&self, to: SocketAddr) -> BoxFut<'_, io::Result<Box<dyn Stream>>> {
+        Box::pin(async move {
+            let tx = self.route(to).ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionRefused, "unreachable"))?;
+            let (a, b) = tokio::io::duplex(1 << 20);
+            tx.send(Inbound::Stream(Box::new(b), self.me))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::ConnectionRefused, "member gone"))?;
+            Ok(Box::new(a) as Box<dyn Stream>)
+        })
+    }
+}

@@ -1,0 +1,179 @@
+//! Deterministic membership scenarios over the in-memory transport with
+//! paused tokio time: convergence after joins, failure detection within
+//! memberlist's bounds, refutation, graceful leave, partitions healing.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gossip::transport::Inbound;
+use gossip::wire::{self, Accusation, Message};
+use gossip::{Config, Event, Handle, MemNetwork, MemberState};
+
+fn addr(i: usize) -> SocketAddr {
+    format!("10.0.0.{}:7946", i + 1).parse().unwrap()
+}
+
+fn member(net: &MemNetwork, i: usize) -> Handle {
+    let (t, rx) = net.attach(addr(i));
+    gossip::start(Config::lan(&format!("n{i}"), addr(i)), t, rx)
+}
+
+async fn view(h: &Handle) -> Vec<(String, MemberState, u32)> {
+    let (m, _) = h.members().await.unwrap();
+    m.into_iter().map(|m| (m.name, m.state, m.incarnation)).collect()
+}
+
+async fn states(h: &Handle) -> Vec<MemberState> {
+    view(h).await.into_iter().map(|v| v.1).collect()
+}
+
+/// Waits (in virtual time) until `f` holds, at most `limit`.
+async fn within(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> Duration {
+    let start = tokio::time::Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+async fn cluster(net: &MemNetwork, n: usize) -> Vec<Handle> {
+    let hs: Vec<Handle> = (0..n).map(|i| member(net, i)).collect();
+    for h in &hs[1..] {
+        h.join(&[addr(0)]).await.unwrap();
+    }
+    within(Duration::from_secs(10), async || {
+        for h in &hs {
+            let s = states(h).await;
+            if s.len() != n || s.iter().any(|s| *s != MemberState::Alive) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    hs
+}
+
+#[tokio::test(start_paused = true)]
+async fn members_converge_after_joining_one_seed() {
+    let net = MemNetwork::default();
+    let hs = cluster(&net, 6).await;
+    let v = view(&hs[5]).await;
+    assert_eq!(v.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(), ["n0", "n1", "n2", "n3", "n4", "n5"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_member_is_declared_dead_within_the_suspicion_bound() {
+    let net = MemNetwork::default();
+    let hs = cluster(&net, 5).await;
+    let mut ev = hs[0].subscribe();
+    net.detach(addr(4));
+    hs[4].stop().await;
+    // Bound: it is probed within n-1 probe intervals, then the suspicion
+    // timeout (mult 4 x max(1, log10 5) x 1 s = 4 s; up to 6x that without
+    // confirmations), plus a probe interval.
+    let took = within(Duration::from_secs(40), async || {
+        view(&hs[0]).await.iter().any(|(n, s, _)| n == "n4" && *s == MemberState::Dead)
+    })
+    .await;
+    println!("declared dead after {took:?}");
+    // Lifeguard: the others' independent suspicions confirm n0's and shrink
+    // its timeout from the 24 s maximum towards the 4 s minimum.
+    assert!(took < Duration::from_secs(20), "confirmations did not shorten the suspicion: {took:?}");
+    let mut failed = false;
+    while let Ok(e) = ev.try_recv() {
+        failed |= matches!(e, Event::Fail(m) if m.name == "n4");
+    }
+    assert!(failed, "a Fail event");
+    // Everyone else agrees.
+    within(Duration::from_secs(10), async || {
+        for h in &hs[1..4] {
+            if !view(h).await.iter().any(|(n, s, _)| n == "n4" && *s == MemberState::Dead) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_falsely_accused_member_refutes() {
+    let net = MemNetwork::default();
+    let hs = cluster(&net, 3).await;
+    // A fake member injects "n2 is suspect" into n0.
+    let (fake, _rx) = net.attach(addr(9));
+    let s = wire::encode_message(&Message::Suspect(Accusation {
+        incarnation: 1,
+        node: "n2".into(),
+        from: "mallory".into(),
+    }));
+    gossip::transport::Transport::send(&*fake, addr(0), s).await.unwrap();
+    within(Duration::from_secs(10), async || {
+        let v = view(&hs[0]).await;
+        v.iter().any(|(n, s, inc)| n == "n2" && *s == MemberState::Alive && *inc > 1)
+    })
+    .await;
+    let me = view(&hs[2]).await.into_iter().find(|v| v.0 == "n2").unwrap();
+    assert!(me.2 > 1, "n2 raised its incarnation: {me:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_graceful_leave_is_seen_as_left() {
+    let net = MemNetwork::default();
+    let hs = cluster(&net, 4).await;
+    hs[3].leave().await.unwrap();
+    within(Duration::from_secs(5), async || {
+        for h in &hs[..3] {
+            if !view(h).await.iter().any(|(n, s, _)| n == "n3" && *s == MemberState::Left) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partition_heals() {
+    let net = MemNetwork::default();
+    let hs = cluster(&net, 4).await;
+    for i in 0..3 {
+        net.partition(addr(i), addr(3), true);
+    }
+    within(Duration::from_secs(60), async || {
+        view(&hs[0]).await.iter().any(|(n, s, _)| n == "n3" && *s == MemberState::Dead)
+    })
+    .await;
+    for i in 0..3 {
+        net.partition(addr(i), addr(3), false);
+    }
+    // Gossip to the dead (30 s) carries the news both ways; refutations follow.
+    within(Duration::from_secs(60), async || {
+        for h in &hs {
+            let s = states(h).await;
+            if s.len() != 4 || s.iter().any(|s| *s != MemberState::Alive) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn garbage_packets_change_nothing() {
+    let net = MemNetwork::default();
+    let hs = cluster(&net, 2).await;
+    let before = view(&hs[0]).await;
+    let (fake, _rx) = net.attach(addr(9));
+    for junk in
+        [&[][..], &[7, 200, 0], &[4, 0x85, 0xa1], &[12, 0, 0, 0, 0, 4], &[9, 0x82, 0xa4, b'A', b'l', b'g', b'o', 0]]
+    {
+        gossip::transport::Transport::send(&*fake, addr(0), junk.to_vec()).await.unwrap();
+    }
+    let _: Option<Inbound> = None;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(view(&hs[0]).await, before);
+}
