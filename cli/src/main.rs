@@ -48,8 +48,18 @@ enum Command {
     /// Manage volumes
     #[command(subcommand)]
     Volume(VolumeCmd),
+    /// Cluster members (gossip)
+    #[command(subcommand)]
+    Node(NodeCmd),
     #[command(flatten)]
     Container(Box<containers::Cmd>),
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCmd {
+    /// List the cluster's members as this node sees them
+    #[command(alias = "list")]
+    Ls,
 }
 
 #[derive(Subcommand, Debug)]
@@ -292,6 +302,31 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             for w in v["Warnings"].as_array().into_iter().flatten() {
                 eprintln!("{}", w.as_str().unwrap_or(""));
             }
+        }
+        Command::Node(NodeCmd::Ls) => {
+            let v = c.get("/nodes").await?;
+            if json_out {
+                print_json(&v);
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| {
+                    let d = &n["Netd"];
+                    let me = if d["Self"].as_bool() == Some(true) { " *" } else { "" };
+                    vec![
+                        s(n, "ID").chars().take(12).collect::<String>(),
+                        format!("{}{me}", s(d, "Name")),
+                        s(d, "Address").to_owned(),
+                        s(d, "State").to_owned(),
+                        d["Incarnation"].to_string(),
+                        if d["Health"].is_null() { "-".into() } else { d["Health"].to_string() },
+                    ]
+                })
+                .collect();
+            print!("{}", table::render(&["ID", "NAME", "ADDRESS", "STATE", "INCARNATION", "HEALTH"], &rows));
         }
         Command::Network(cmd) => network(&c, cmd, json_out).await?,
         Command::Image(cmd) => image(&c, cmd, json_out).await?,

@@ -95,6 +95,12 @@ pub struct Handle {
     cfg: Arc<Config>,
 }
 
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("name", &self.cfg.name).finish_non_exhaustive()
+    }
+}
+
 impl Handle {
     /// Joins through `seeds` (push-pull with each, all tried); returns how
     /// many answered. Fails only if none did.
@@ -119,6 +125,11 @@ impl Handle {
         let (tx, rx) = oneshot::channel();
         self.cmd.send(Cmd::Members(tx)).await.map_err(|_| GossipError::Stopped)?;
         rx.await.map_err(|_| GossipError::Stopped)
+    }
+
+    /// This member's name.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -855,13 +866,28 @@ impl Engine {
             n.m.state = MemberState::Left;
         }
         let msg = wire::encode_message(&Message::Dead(d));
+        // serf tells a leave from a failure by its own "leave intent" user
+        // message (serf type 0: {LTime, Node}); send it first, as serf does.
+        let ltime =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1);
+        let intent = serf_leave_intent(&name, ltime);
+        let packet = wire::compound(&[intent.clone(), msg.clone()]);
         // Tell every live member directly, then let gossip repeat it.
         for to in self.random_peers(usize::MAX, false) {
-            let _ = self.transport.send(to, msg.clone()).await;
+            let _ = self.transport.send(to, packet.clone()).await;
         }
+        self.queue(&format!("serf-leave:{name}"), intent);
         self.queue(&name, msg);
         self.gossip().await;
     }
+}
+
+/// serf's leave intent as a memberlist user message: serf message type 0
+/// (`messageLeave`), then its msgpack map `{LTime, Node}`.
+pub fn serf_leave_intent(node: &str, ltime: u64) -> Vec<u8> {
+    let mut w = crate::msgpack::Writer { buf: vec![MsgType::User as u8, 0] };
+    w.map(2).key("LTime").uint(ltime).key("Node").raw(node.as_bytes());
+    w.buf
 }
 
 /// Answers an inbound stream: a push-pull (the remote sends first).

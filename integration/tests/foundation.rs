@@ -407,6 +407,7 @@ fn demo_runs_and_cleans_up() {
     }
     assert!(s.matches("NETWORK ID").count() >= 3, "{s}");
     assert!(s.contains("0.0.0.0:8080->80/tcp"), "{s}");
+    assert!(s.contains("node3     198.18.0.12:7946   alive"), "the demo nodes form one cluster: {s}");
     assert!(s.contains("hello from web"), "the published port answers from another node: {s}");
     assert!(s.contains("lab removed"), "{s}");
 }

@@ -178,3 +178,129 @@ fn serf_joins_probes_and_fails_a_member_speaking_our_wire_format() {
     let _ = serf.kill();
     let _ = serf.wait();
 }
+
+fn node_ls(n: &integration::Node) -> Vec<(String, String, String)> {
+    let o = n.netctl(&["--format", "json", "node", "ls"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["Netd"]["Name"].as_str().unwrap_or("").to_owned(),
+                m["Netd"]["State"].as_str().unwrap_or("").to_owned(),
+                m["ID"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> Option<String>) -> Duration {
+    let start = Instant::now();
+    loop {
+        match f() {
+            None => return start.elapsed(),
+            Some(state) => assert!(start.elapsed() < limit, "{what} not within {limit:?}; last: {state}"),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn serf_state(m: &str, name: &str) -> Option<String> {
+    m.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .map(str::to_owned)
+}
+
+/// netd nodes form a cluster with each other and with real serf agents, in
+/// both directions; failures and a graceful leave are seen on both sides.
+#[test]
+fn netd_and_serf_agents_share_one_cluster() {
+    if !require_root("netd_and_serf_agents_share_one_cluster") {
+        return;
+    }
+    if std::process::Command::new("serf").arg("version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "serf missing in CI: `cargo xtask setup` installs it");
+        return;
+    }
+    let lab = Lab::new(5).unwrap();
+    let n = lab.nodes();
+    let serf_agent = |node: &integration::Node, name: &str, join: Option<Ipv4Addr>| {
+        let mut c = node.command("serf");
+        c.args(["agent", &format!("-node={name}"), &format!("-bind={}:7946", node.addr), "-rpc-addr=127.0.0.1:7373"]);
+        if let Some(j) = join {
+            c.arg(format!("-join={j}:7946"));
+        }
+        c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
+    };
+    // serfA alone; node1's netd joins it (ours joins a serf cluster).
+    let mut serf_a = serf_agent(&n[3], "serfA", None);
+    std::thread::sleep(Duration::from_millis(500));
+    n[0].start_netd(&["--join", &n[3].addr.to_string()]).unwrap();
+    n[1].start_netd(&["--join", &n[0].addr.to_string()]).unwrap();
+    n[2].start_netd(&["--join", &n[1].addr.to_string()]).unwrap();
+    // serfB joins through node2's netd (a serf agent joins ours).
+    let mut serf_b = serf_agent(&n[4], "serfB", Some(n[1].addr));
+    let all = ["node1", "node2", "node3", "serfA", "serfB"];
+    let took = wait_for("five alive members everywhere", Duration::from_secs(20), || {
+        for node in &n[..3] {
+            let ls = node_ls(node);
+            let alive = ls.iter().filter(|m| m.1 == "alive").count();
+            if alive != 5 {
+                return Some(format!("{}: {ls:?}", node.name));
+            }
+        }
+        let m = serf_members(&n[3]);
+        if all.iter().any(|name| serf_state(&m, name).as_deref() != Some("alive")) {
+            return Some(m);
+        }
+        None
+    });
+    println!("converged in {took:?}");
+    // serf sees netd's node id as a tag; netctl shows the ids netd nodes carry.
+    let m = serf_members(&n[3]);
+    assert!(m.lines().any(|l| l.starts_with("node1") && l.contains("id=")), "{m}");
+    let ls = node_ls(&n[0]);
+    assert!(ls.iter().filter(|x| x.0.starts_with("node")).all(|x| x.2.len() == 64), "{ls:?}");
+    let table = String::from_utf8_lossy(&n[0].netctl(&["node", "ls"]).stdout).into_owned();
+    println!("{table}");
+
+    // kill -9 of one of ours: serf declares it failed, ours declare it dead.
+    n[2].kill_netd().unwrap();
+    let took = wait_for("node3 failed in serf and dead in netd", Duration::from_secs(40), || {
+        let m = serf_members(&n[3]);
+        if serf_state(&m, "node3").as_deref() != Some("failed") {
+            return Some(m);
+        }
+        let ls = node_ls(&n[0]);
+        if !ls.iter().any(|x| x.0 == "node3" && x.1 == "dead") {
+            return Some(format!("{ls:?}"));
+        }
+        None
+    });
+    println!("node3 failure detected in {took:?}");
+    // A graceful stop is a leave, not a failure.
+    n[1].stop_netd().unwrap();
+    wait_for("node2 left", Duration::from_secs(10), || {
+        let m = serf_members(&n[3]);
+        if serf_state(&m, "node2").as_deref() != Some("left") {
+            return Some(m);
+        }
+        let ls = node_ls(&n[0]);
+        if !ls.iter().any(|x| x.0 == "node2" && x.1 == "left") {
+            return Some(format!("{ls:?}"));
+        }
+        None
+    });
+    // A serf agent killed: ours marks it dead.
+    let _ = serf_a.kill();
+    let _ = serf_a.wait();
+    let took = wait_for("serfA dead in netd", Duration::from_secs(40), || {
+        let ls = node_ls(&n[0]);
+        if ls.iter().any(|x| x.0 == "serfA" && x.1 == "dead") { None } else { Some(format!("{ls:?}")) }
+    });
+    println!("serfA failure detected in {took:?}");
+    let _ = serf_b.kill();
+    let _ = serf_b.wait();
+}

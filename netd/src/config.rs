@@ -98,6 +98,15 @@ pub struct Flags {
     /// Parent cgroup (name) for containers [default: netd]
     #[arg(long, value_name = "NAME")]
     pub cgroup_parent: Option<String>,
+    /// Address other nodes reach this one on (gossip), IP[:PORT] [default: the first global IPv4 address]
+    #[arg(long, value_name = "ADDR")]
+    pub advertise_addr: Option<String>,
+    /// Join the cluster through this member, IP[:PORT] (repeatable)
+    #[arg(long = "join", value_name = "ADDR")]
+    pub join: Vec<String>,
+    /// Unique node name in the cluster [default: the host name]
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
 }
 
 /// The `--config` TOML file. Every key is optional; a key given as a flag too
@@ -134,6 +143,18 @@ pub struct FileConfig {
     /// bridge (measured: bridge throughput 0.90 -> 0.99 of a plain veth pair,
     /// BENCHMARKS.md). `true` leaves those sysctls as they are.
     pub bridge_netfilter: Option<bool>,
+    /// Cluster gossip (memberlist protocol): address other nodes reach this
+    /// one on, `IP` or `IP:PORT`. Default: the first global IPv4 address, port 7946.
+    pub advertise_addr: Option<String>,
+    /// Members to join at start, `IP` or `IP:PORT` (retried in the background).
+    /// Default none (a cluster of one until someone joins it).
+    pub join: Option<Vec<String>>,
+    /// Unique node name in the cluster. Default: the host name.
+    pub node_name: Option<String>,
+    /// Address gossip listens on (UDP and TCP), `IP:PORT`. Default `0.0.0.0:7946`.
+    pub gossip_bind: Option<String>,
+    /// Timer preset: `lan` (memberlist's defaults), `wan` or `local`. Default `lan`.
+    pub gossip_profile: Option<String>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -151,6 +172,43 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub cgroup_parent: String,
     pub bridge_netfilter: bool,
+    pub gossip: GossipConfig,
+}
+
+/// Cluster membership settings (see `gossip::Config` for the timers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GossipConfig {
+    pub bind: std::net::SocketAddr,
+    /// `None`: found at start (first global IPv4 address).
+    pub advertise: Option<std::net::SocketAddr>,
+    pub join: Vec<std::net::SocketAddr>,
+    /// `None`: the host name.
+    pub node_name: Option<String>,
+    pub profile: GossipProfile,
+}
+
+/// memberlist's timer presets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GossipProfile {
+    Lan,
+    Wan,
+    Local,
+}
+
+/// The default gossip port (memberlist's, Docker's).
+pub const GOSSIP_PORT: u16 = 7946;
+
+fn gossip_addr(key: &'static str, s: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        if a.port() == 0 {
+            return invalid(key, format!("{s:?}: port 0 is not usable"));
+        }
+        return Ok(a);
+    }
+    match s.parse::<std::net::IpAddr>() {
+        Ok(ip) => Ok(std::net::SocketAddr::new(ip, GOSSIP_PORT)),
+        Err(_) => invalid(key, format!("{s:?}: expected IP or IP:PORT")),
+    }
 }
 
 impl Config {
@@ -208,7 +266,33 @@ impl Config {
         if !crate::model::valid_name(&cgroup_parent) {
             return invalid("cgroup-parent", format!("{cgroup_parent:?}: expected a name of [a-zA-Z0-9_.-]"));
         }
+        let advertise = match flags.advertise_addr.clone().or(file.advertise_addr) {
+            Some(a) => {
+                let a = gossip_addr("advertise-addr", &a)?;
+                if a.ip().is_unspecified() {
+                    return invalid("advertise-addr", format!("{a}: other nodes cannot reach an unspecified address"));
+                }
+                Some(a)
+            }
+            None => None,
+        };
+        let join_src = if flags.join.is_empty() { file.join.unwrap_or_default() } else { flags.join.clone() };
+        let join = join_src.iter().map(|j| gossip_addr("join", j)).collect::<Result<Vec<_>, _>>()?;
+        let bind = gossip_addr("gossip-bind", file.gossip_bind.as_deref().unwrap_or("0.0.0.0:7946"))?;
+        let node_name = flags.node_name.clone().or(file.node_name);
+        if let Some(n) = &node_name
+            && (n.is_empty() || n.len() > 128 || n.contains(|c: char| c.is_control() || c.is_whitespace()))
+        {
+            return invalid("node-name", format!("{n:?}: 1-128 characters, no spaces or control characters"));
+        }
+        let profile = match file.gossip_profile.as_deref().unwrap_or("lan") {
+            "lan" => GossipProfile::Lan,
+            "wan" => GossipProfile::Wan,
+            "local" => GossipProfile::Local,
+            other => return invalid("gossip-profile", format!("{other:?}: expected lan, wan or local")),
+        };
         Ok(Config {
+            gossip: GossipConfig { bind, advertise, join, node_name, profile },
             cgroup_parent,
             bridge_netfilter: file.bridge_netfilter.unwrap_or(false),
             data_root,

@@ -42,6 +42,8 @@ pub enum DaemonError {
     Socket(#[from] SocketError),
     #[error(transparent)]
     Netlink(#[from] LinksError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("bridge networking: {0}")]
     Network(#[from] crate::network::NetError),
     #[error("cannot install signal handler: {0}")]
@@ -150,6 +152,9 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
     runtime.set_networks(networks.clone());
     runtime.adopt().await?;
 
+    let host = HostFacts::read();
+    let gossip = crate::cluster::start(&config.gossip, &host.hostname, node_id.as_str()).await?;
+
     let (reconcile, reconcile_task) =
         reconcile::spawn(store.clone(), links, Some(networks.clone()), config.reconcile_interval, stop.clone()).await;
 
@@ -163,7 +168,8 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
         config: config.clone(),
         reconcile,
         node_id: node_id.clone(),
-        host: HostFacts::read(),
+        host,
+        gossip: Some(gossip.clone()),
         shutdown: stop.clone(),
         networks_json: Default::default(),
     });
@@ -200,6 +206,10 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
         servers.abort_all();
     }
     let _ = reconcile_task.await;
+    // Tell the cluster this node leaves (not fails); bounded.
+    if tokio::time::timeout(std::time::Duration::from_secs(3), gossip.leave()).await.is_err() {
+        tracing::warn!("leaving the cluster timed out");
+    }
     let _ = std::fs::remove_file(&pid_file);
     tracing::info!("netd stopped");
     Ok(())

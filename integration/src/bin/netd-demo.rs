@@ -39,7 +39,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("Building a lab of {} nodes (namespaces ndlab*, underlay 198.18.0.0/24)...\n", args.nodes);
     let lab = Lab::new(args.nodes as usize)?;
-    lab.start_all()?;
+    // node1 starts the cluster, the others join it (gossip on port 7946).
+    let first = lab.node(0).addr.to_string();
+    for (i, n) in lab.nodes().iter().enumerate() {
+        if i == 0 { n.start_netd(&[])? } else { n.start_netd(&["--join", &first])? }
+    }
     let netctl = bins::netctl();
     for n in lab.nodes() {
         println!("==================== {} ({}, netns {}) ====================", n.name, n.addr, n.netns.name);
@@ -47,6 +51,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         show("netctl network ls", n.netctl(&["network", "ls"]));
     }
     let n0 = lab.node(0);
+    println!("==================== the cluster, seen from {} ====================", n0.name);
+    // Joins finish within a gossip round or two.
+    for _ in 0..50 {
+        let o = n0.netctl(&["--format", "json", "node", "ls"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if v.as_array().is_some_and(|a| a.len() == lab.nodes().len()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    show("netctl node ls", n0.netctl(&["node", "ls"]));
     println!("==================== a container on {} ====================", n0.name);
     show(
         "netctl run -d --name hello --memory 64m busybox sh -c 'echo hello from $(hostname); sleep 3600'",

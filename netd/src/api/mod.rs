@@ -41,6 +41,8 @@ use crate::sysinfo::HostFacts;
 pub struct Ctx {
     pub store: Store,
     pub runtime: Arc<crate::runtime::manager::Runtime>,
+    /// This node's gossip member (absent in unit tests).
+    pub gossip: Option<gossip::Handle>,
     /// The bridge driver (absent in unprivileged unit tests).
     pub networks: Option<Arc<crate::network::Networks>>,
     pub images: crate::image::ImageStore,
@@ -74,6 +76,7 @@ pub fn app(
         .route("/_ping", get(system::ping))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
+        .route("/nodes", get(system::nodes))
         .route("/events", get(events::stream))
         .route("/containers/json", get(containers::list))
         .route("/containers/create", post(containers::create))

@@ -116,3 +116,10 @@ pub(super) async fn info(State(st): State<AppState>) -> Result<Json<Value>, supe
         },
     })))
 }
+
+/// `GET /nodes`: the cluster's members as this node's gossip sees them.
+pub(super) async fn nodes(State(st): State<AppState>) -> Result<Json<serde_json::Value>, super::ApiError> {
+    let g = st.gossip.as_ref().ok_or_else(|| super::ApiError::Internal("cluster membership is not running".into()))?;
+    let (members, health) = g.members().await.map_err(|e| super::ApiError::Internal(e.to_string()))?;
+    Ok(Json(crate::cluster::nodes_json(&members, health, g.name())))
+}

@@ -66,6 +66,7 @@ async fn harness() -> Harness {
     .unwrap();
     let ctx = Arc::new(Ctx {
         networks: None,
+        gossip: None,
         runtime,
         images,
         volumes,
