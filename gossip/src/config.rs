@@ -43,6 +43,9 @@ pub struct Config {
     pub delegate: [u8; 3],
     /// Node metadata (at most 512 bytes).
     pub meta: Vec<u8>,
+    /// Encryption: when set, every packet and stream is AES-GCM encrypted
+    /// with the primary key, and plaintext or undecryptable ones are dropped.
+    pub keyring: Option<crate::security::Keyring>,
 }
 
 impl Config {
@@ -68,6 +71,7 @@ impl Config {
             protocol: [1, 5, 2],
             delegate: [2, 5, 4],
             meta: Vec::new(),
+            keyring: None,
         }
     }
 

@@ -9,9 +9,11 @@ pub mod config;
 pub mod lzw;
 pub mod memberlist;
 pub mod msgpack;
+pub mod security;
 pub mod transport;
 pub mod wire;
 
 pub use config::Config;
-pub use memberlist::{Event, GossipError, Handle, Member, MemberState, start};
+pub use memberlist::{Event, GossipError, Handle, Member, MemberState, SecurityStats, start};
+pub use security::Keyring;
 pub use transport::{MemNetwork, NetTransport};

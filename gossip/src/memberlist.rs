@@ -18,6 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::{self, Config};
+use crate::security::{Keyring, SecurityError};
 use crate::transport::{Inbound, Stream, Transport};
 use crate::wire::{self, Accusation, Alive, Message, MsgType, PushNodeState, State};
 
@@ -86,6 +87,18 @@ enum Cmd {
     Stop,
 }
 
+/// The keyring when encryption is on (shared with the [`Handle`] for rotation).
+type SharedKeys = Arc<std::sync::RwLock<Option<Keyring>>>;
+
+/// Packets and streams dropped because of encryption.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SecurityStats {
+    /// Plaintext while encryption is on.
+    pub plaintext: u64,
+    /// Encrypted with a key this member does not hold (or tampered with).
+    pub undecryptable: u64,
+}
+
 /// Talks to a running member.
 #[derive(Clone)]
 pub struct Handle {
@@ -93,6 +106,8 @@ pub struct Handle {
     events: broadcast::Sender<Event>,
     transport: Arc<dyn Transport>,
     cfg: Arc<Config>,
+    keys: SharedKeys,
+    stats: Arc<std::sync::Mutex<SecurityStats>>,
 }
 
 impl std::fmt::Debug for Handle {
@@ -127,6 +142,23 @@ impl Handle {
         rx.await.map_err(|_| GossipError::Stopped)
     }
 
+    /// Drops counted because of encryption.
+    pub fn security_stats(&self) -> SecurityStats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the keyring (install / use / remove a key) while running.
+    pub fn with_keyring<T>(
+        &self,
+        f: impl FnOnce(&mut Keyring) -> Result<T, SecurityError>,
+    ) -> Result<T, SecurityError> {
+        let mut g = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        match g.as_mut() {
+            Some(k) => f(k),
+            None => Err(SecurityError::NoSuchKey("(encryption is off)".into())),
+        }
+    }
+
     /// This member's name.
     pub fn name(&self) -> &str {
         &self.cfg.name
@@ -156,9 +188,9 @@ impl Handle {
         let local = rx.await.map_err(|_| GossipError::Stopped)?;
         let io = async {
             let mut s = self.transport.connect(to).await?;
-            s.write_all(&wire::encode_push_pull(join, &local, b"")).await?;
+            s.write_all(&seal_stream(&self.keys, wire::encode_push_pull(join, &local, b""))).await?;
             s.flush().await?;
-            read_push_pull(&mut s).await
+            read_push_pull(&mut s, &self.keys, &self.stats).await
         };
         let remote = tokio::time::timeout(self.cfg.tcp_timeout, io)
             .await
@@ -169,11 +201,28 @@ impl Handle {
     }
 }
 
-/// Reads one push-pull message (plain or LZW-compressed) from a stream.
-async fn read_push_pull(s: &mut Box<dyn Stream>) -> Result<Vec<PushNodeState>, GossipError> {
+fn seal_stream(keys: &SharedKeys, msg: Vec<u8>) -> Vec<u8> {
+    match keys.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        Some(k) => k.encrypt_stream(&msg),
+        None => msg,
+    }
+}
+
+fn bad_data(why: &str) -> GossipError {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned()).into()
+}
+
+/// Reads one push-pull message (plain, LZW-compressed, or encrypted when a
+/// keyring is set) from a stream.
+async fn read_push_pull(
+    s: &mut Box<dyn Stream>,
+    keys: &SharedKeys,
+    stats: &std::sync::Mutex<SecurityStats>,
+) -> Result<Vec<PushNodeState>, GossipError> {
     const LIMIT: usize = 20 * 1024 * 1024;
-    let mut buf = Vec::new();
+    let mut raw = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
+    let keyring = keys.read().unwrap_or_else(|p| p.into_inner()).clone();
     loop {
         let n = s.read(&mut chunk).await?;
         if n == 0 {
@@ -181,19 +230,45 @@ async fn read_push_pull(s: &mut Box<dyn Stream>) -> Result<Vec<PushNodeState>, G
                 std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "stream closed before a full state").into()
             );
         }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > LIMIT {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "remote state too large").into());
+        raw.extend_from_slice(&chunk[..n]);
+        if raw.len() > LIMIT {
+            return Err(bad_data("remote state too large"));
         }
+        let decrypted;
+        let buf: &[u8] = match (&keyring, raw[0] == MsgType::Encrypt as u8) {
+            (Some(k), true) => {
+                if raw.len() < 5 {
+                    continue;
+                }
+                let len = u32::from_be_bytes([raw[1], raw[2], raw[3], raw[4]]) as usize;
+                if len > LIMIT {
+                    return Err(bad_data("encrypted state too large"));
+                }
+                if raw.len() < 5 + len {
+                    continue;
+                }
+                decrypted = k.decrypt(&raw[5..5 + len], &raw[..5]).map_err(|e| {
+                    stats.lock().unwrap_or_else(|p| p.into_inner()).undecryptable += 1;
+                    bad_data(&e.to_string())
+                })?;
+                &decrypted
+            }
+            (Some(_), false) => {
+                stats.lock().unwrap_or_else(|p| p.into_inner()).plaintext += 1;
+                return Err(bad_data("plaintext stream refused: encryption is on"));
+            }
+            (None, true) => return Err(bad_data("encrypted stream, but encryption is off here")),
+            (None, false) => &raw,
+        };
         let plain = if buf[0] == MsgType::Compress as u8 {
-            match wire::unwrap_packet(&buf) {
+            match wire::unwrap_packet(buf) {
                 Ok(mut v) if v.len() == 1 => v.remove(0),
                 Ok(_) => return Err(wire::WireError::Compound("compressed stream").into()),
                 Err(wire::WireError::Msgpack(crate::msgpack::DecodeError::Truncated(_))) => continue,
                 Err(e) => return Err(e.into()),
             }
         } else {
-            buf.clone()
+            buf.to_vec()
         };
         if plain[0] != MsgType::PushPull as u8 {
             return Err(wire::WireError::Unexpected(MsgType::from_byte(plain[0]).unwrap_or(MsgType::Err)).into());
@@ -257,10 +332,14 @@ struct Engine {
     probe_order: Vec<String>,
     relays: HashMap<u32, Relay>,
     leaving: bool,
+    keys: SharedKeys,
+    stats: Arc<std::sync::Mutex<SecurityStats>>,
 }
 
 /// Starts a member on `transport`, reading what `inbound` delivers.
 pub fn start(cfg: Config, transport: Arc<dyn Transport>, inbound: mpsc::Receiver<Inbound>) -> Handle {
+    let keys: SharedKeys = Arc::new(std::sync::RwLock::new(cfg.keyring.clone()));
+    let stats = Arc::new(std::sync::Mutex::new(SecurityStats::default()));
     let cfg = Arc::new(cfg);
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (events, _) = broadcast::channel(1024);
@@ -289,8 +368,10 @@ pub fn start(cfg: Config, transport: Arc<dyn Transport>, inbound: mpsc::Receiver
         probe_order: Vec::new(),
         relays: HashMap::new(),
         leaving: false,
+        keys: keys.clone(),
+        stats: stats.clone(),
     };
-    let handle = Handle { cmd: cmd_tx.clone(), events, transport, cfg };
+    let handle = Handle { cmd: cmd_tx.clone(), events, transport, cfg, keys, stats };
     let h2 = handle.clone();
     tokio::spawn(engine.run(inbound, cmd_rx, h2));
     handle
@@ -417,9 +498,21 @@ impl Engine {
         out
     }
 
+    /// Sends a packet, encrypted when a keyring is set.
+    async fn raw_send(&self, to: SocketAddr, packet: Vec<u8>) {
+        let packet = match self.keys.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(k) => k.encrypt(&packet, b""),
+            None => packet,
+        };
+        if let Err(e) = self.transport.send(to, packet).await {
+            tracing::debug!(%to, error = %e, "send failed");
+        }
+    }
+
     /// Sends `msg` with as many broadcasts as fit piggybacked.
     async fn send(&mut self, to: SocketAddr, msg: Vec<u8>) {
-        let budget = self.cfg.udp_buffer_size.saturating_sub(msg.len() + 4);
+        let overhead = if self.cfg.keyring.is_some() { 4 + 29 } else { 4 };
+        let budget = self.cfg.udp_buffer_size.saturating_sub(msg.len() + overhead);
         let mut extra = self.take_broadcasts(budget);
         let packet = if extra.is_empty() {
             msg
@@ -427,9 +520,7 @@ impl Engine {
             extra.insert(0, msg);
             wire::compound(&extra)
         };
-        if let Err(e) = self.transport.send(to, packet).await {
-            tracing::debug!(%to, error = %e, "send failed");
-        }
+        self.raw_send(to, packet).await;
     }
 
     fn alive_msg(&self) -> Vec<u8> {
@@ -499,6 +590,28 @@ impl Engine {
     }
 
     async fn packet(&mut self, data: &[u8], from: SocketAddr) {
+        let keyring = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let decrypted;
+        let data = match keyring {
+            Some(k) => match k.decrypt(data, b"") {
+                Ok(p) => {
+                    decrypted = p;
+                    &decrypted[..]
+                }
+                Err(e) => {
+                    let mut st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+                    // Plaintext memberlist, or someone else's key?
+                    if wire::unwrap_packet(data).is_ok() {
+                        st.plaintext += 1;
+                    } else {
+                        st.undecryptable += 1;
+                    }
+                    tracing::debug!(%from, error = %e, "dropped a packet that is not encrypted with our keys");
+                    return;
+                }
+            },
+            None => data,
+        };
         let msgs = match wire::unwrap_packet(data) {
             Ok(m) => m,
             Err(e) => {
@@ -854,7 +967,7 @@ impl Engine {
             }
             let packet =
                 if msgs.len() == 1 { msgs.into_iter().next().unwrap_or_default() } else { wire::compound(&msgs) };
-            let _ = self.transport.send(to, packet).await;
+            self.raw_send(to, packet).await;
         }
     }
 
@@ -874,7 +987,7 @@ impl Engine {
         let packet = wire::compound(&[intent.clone(), msg.clone()]);
         // Tell every live member directly, then let gossip repeat it.
         for to in self.random_peers(usize::MAX, false) {
-            let _ = self.transport.send(to, packet.clone()).await;
+            self.raw_send(to, packet.clone()).await;
         }
         self.queue(&format!("serf-leave:{name}"), intent);
         self.queue(&name, msg);
@@ -893,11 +1006,11 @@ pub fn serf_leave_intent(node: &str, ltime: u64) -> Vec<u8> {
 /// Answers an inbound stream: a push-pull (the remote sends first).
 async fn serve_stream(h: Handle, mut s: Box<dyn Stream>, from: SocketAddr) {
     let r = tokio::time::timeout(h.cfg.tcp_timeout, async {
-        let remote = read_push_pull(&mut s).await?;
+        let remote = read_push_pull(&mut s, &h.keys, &h.stats).await?;
         let (tx, rx) = oneshot::channel();
         h.cmd.send(Cmd::LocalState(tx)).await.map_err(|_| GossipError::Stopped)?;
         let local = rx.await.map_err(|_| GossipError::Stopped)?;
-        s.write_all(&wire::encode_push_pull(false, &local, b"")).await?;
+        s.write_all(&seal_stream(&h.keys, wire::encode_push_pull(false, &local, b""))).await?;
         s.flush().await?;
         h.cmd.send(Cmd::Merge(remote, None)).await.map_err(|_| GossipError::Stopped)?;
         Ok::<_, GossipError>(())

@@ -177,3 +177,51 @@ async fn garbage_packets_change_nothing() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(view(&hs[0]).await, before);
 }
+
+fn keyed(net: &MemNetwork, i: usize, key: Option<&[u8]>) -> Handle {
+    let (t, rx) = net.attach(addr(i));
+    let mut c = Config::lan(&format!("n{i}"), addr(i));
+    c.keyring = key.map(|k| gossip::Keyring::new(k.to_vec(), vec![]).unwrap());
+    gossip::start(c, t, rx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn encryption_admits_only_the_same_key() {
+    let net = MemNetwork::default();
+    let key = [7u8; 16];
+    let a = keyed(&net, 0, Some(&key));
+    let b = keyed(&net, 1, Some(&key));
+    b.join(&[addr(0)]).await.unwrap();
+    within(Duration::from_secs(10), async || states(&a).await == [MemberState::Alive, MemberState::Alive]).await;
+    // Another key, and no key at all: neither gets in.
+    let c = keyed(&net, 2, Some(&[9u8; 32]));
+    assert!(c.join(&[addr(0)]).await.is_err(), "a wrong key joined");
+    let d = keyed(&net, 3, None);
+    assert!(d.join(&[addr(0)]).await.is_err(), "plaintext joined an encrypted cluster");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(view(&a).await.len(), 2, "{:?}", view(&a).await);
+    let st = a.security_stats();
+    assert!(st.undecryptable >= 1 && st.plaintext >= 1, "drops are counted: {st:?}");
+    // Rotation: a new key installed everywhere, used, the old one removed.
+    let new = vec![8u8; 32];
+    for h in [&a, &b] {
+        h.with_keyring(|k| k.install(new.clone())).unwrap();
+    }
+    for h in [&a, &b] {
+        h.with_keyring(|k| k.use_key(&new)).unwrap();
+        h.with_keyring(|k| k.remove(&key)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(states(&a).await, [MemberState::Alive, MemberState::Alive], "still one cluster after rotation");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_name_clash_is_refused() {
+    let net = MemNetwork::default();
+    let a = member(&net, 0);
+    let (t, rx) = net.attach(addr(5));
+    let twin = gossip::start(Config::lan("n0", addr(5)), t, rx);
+    let e = twin.join(&[addr(0)]).await.unwrap_err();
+    assert!(e.to_string().contains("already used by another member"), "{e}");
+    let _ = a;
+}

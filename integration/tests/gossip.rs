@@ -304,3 +304,50 @@ fn netd_and_serf_agents_share_one_cluster() {
     let _ = serf_b.kill();
     let _ = serf_b.wait();
 }
+
+/// With the same key netd and serf form one cluster; with another key
+/// nobody joins.
+#[test]
+fn encryption_interoperates_with_serf_and_keeps_strangers_out() {
+    if !require_root("encryption_interoperates_with_serf_and_keeps_strangers_out") {
+        return;
+    }
+    if std::process::Command::new("serf").arg("version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "serf missing in CI: `cargo xtask setup` installs it");
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let n = lab.nodes();
+    let key = "AAECAwQFBgcICQoLDA0ODw=="; // 16 bytes: 0..15
+    let other = "DwAODQwLCgkIBwYFBAMCAQ==";
+    let mut serf = n[2]
+        .command("serf")
+        .args(["agent", "-node=serfK", &format!("-bind={}:7946", n[2].addr), "-rpc-addr=127.0.0.1:7373"])
+        .arg(format!("-encrypt={key}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for (i, k) in [(0, key), (1, other)] {
+        let cfg = n[i].dir.join("netd.toml");
+        std::fs::write(&cfg, format!("gossip-keys = [\"{k}\"]\n")).unwrap();
+        n[i].start_netd(&["--config", cfg.to_str().unwrap(), "--join", &n[2].addr.to_string()]).unwrap();
+    }
+    wait_for("node1 and serfK share a key", Duration::from_secs(15), || {
+        let m = serf_members(&n[2]);
+        if serf_state(&m, "node1").as_deref() != Some("alive") {
+            return Some(m);
+        }
+        let ls = node_ls(&n[0]);
+        if !ls.iter().any(|x| x.0 == "serfK" && x.1 == "alive") { Some(format!("{ls:?}")) } else { None }
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let m = serf_members(&n[2]);
+    assert!(serf_state(&m, "node2").is_none(), "a node with another key got in: {m}");
+    let ls = node_ls(&n[1]);
+    assert_eq!(ls.len(), 1, "node2 sees only itself: {ls:?}");
+    assert!(n[1].log().contains("cannot join the cluster yet"), "{}", n[1].log());
+    let _ = serf.kill();
+    let _ = serf.wait();
+}

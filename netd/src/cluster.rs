@@ -24,6 +24,8 @@ pub enum ClusterError {
     },
     #[error("no address to advertise for gossip: pass --advertise-addr")]
     NoAddress,
+    #[error("gossip key: {0}")]
+    Key(#[from] gossip::security::SecurityError),
 }
 
 /// Encodes serf-style tags: `0xff` then a msgpack map of strings.
@@ -86,10 +88,13 @@ pub async fn start(cfg: &GossipConfig, hostname: &str, node_id: &str) -> Result<
     };
     g.advertise = advertise;
     g.meta = encode_tags(&[("id", node_id)]);
+    if let Some((primary, others)) = cfg.keys.split_first() {
+        g.keyring = Some(gossip::Keyring::new(primary.clone(), others.to_vec()).map_err(ClusterError::Key)?);
+    }
     let (transport, inbound) =
         gossip::NetTransport::bind(cfg.bind).await.map_err(|source| ClusterError::Bind { addr: cfg.bind, source })?;
     let handle = gossip::start(g, transport, inbound);
-    tracing::info!(node = %name, %advertise, bind = %cfg.bind, "gossip member started");
+    tracing::info!(node = %name, %advertise, bind = %cfg.bind, encrypted = !cfg.keys.is_empty(), "gossip member started");
     if !cfg.join.is_empty() {
         let (h, seeds) = (handle.clone(), cfg.join.clone());
         tokio::spawn(async move {

@@ -155,6 +155,11 @@ pub struct FileConfig {
     pub gossip_bind: Option<String>,
     /// Timer preset: `lan` (memberlist's defaults), `wan` or `local`. Default `lan`.
     pub gossip_profile: Option<String>,
+    /// Gossip encryption keys, base64 (as `serf keygen` prints them), 16, 24
+    /// or 32 bytes each; the first encrypts, all decrypt. Every member needs a
+    /// common key; plaintext and foreign packets are dropped. Default: none
+    /// (no encryption). Kept out of the flags so keys never show in `ps`.
+    pub gossip_keys: Option<Vec<String>>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -185,6 +190,8 @@ pub struct GossipConfig {
     /// `None`: the host name.
     pub node_name: Option<String>,
     pub profile: GossipProfile,
+    /// Decoded keys, primary first (empty: no encryption).
+    pub keys: Vec<Vec<u8>>,
 }
 
 /// memberlist's timer presets.
@@ -291,8 +298,18 @@ impl Config {
             "local" => GossipProfile::Local,
             other => return invalid("gossip-profile", format!("{other:?}: expected lan, wan or local")),
         };
+        let mut keys = Vec::new();
+        for (i, k) in file.gossip_keys.unwrap_or_default().iter().enumerate() {
+            match base64_decode(k) {
+                Some(b) if matches!(b.len(), 16 | 24 | 32) => keys.push(b),
+                Some(b) => {
+                    return invalid("gossip-keys", format!("key {i} is {} bytes: expected 16, 24 or 32", b.len()));
+                }
+                None => return invalid("gossip-keys", format!("key {i} is not base64")),
+            }
+        }
         Ok(Config {
-            gossip: GossipConfig { bind, advertise, join, node_name, profile },
+            gossip: GossipConfig { bind, advertise, join, node_name, profile, keys },
             cgroup_parent,
             bridge_netfilter: file.bridge_netfilter.unwrap_or(false),
             data_root,
@@ -306,6 +323,33 @@ impl Config {
             shutdown_timeout: Duration::from_secs(shutdown_timeout),
         })
     }
+}
+
+/// Standard base64 (with or without padding).
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim().trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        acc = (acc << 6) | val(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if s.is_empty() || bits >= 6 { None } else { Some(out) }
 }
 
 fn invalid<T>(key: &str, message: String) -> Result<T, ConfigError> {
@@ -384,6 +428,34 @@ mod tests {
         assert_eq!(c.sockets, vec![PathBuf::from("/run/netd/netd.sock")]);
         assert_eq!(c.log_level, LogLevel::Info);
         assert_eq!(c.reconcile_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn gossip_settings_parse_and_bad_ones_are_named() {
+        let file = parse(
+            "join = [\"10.0.0.1\", \"10.0.0.2:8000\"]\nnode-name = \"a\"\ngossip-profile = \"wan\"\ngossip-keys = [\"AAECAwQFBgcICQoLDA0ODw==\"]\n",
+        )
+        .unwrap();
+        let flags = Flags::try_parse_from(["netd", "--advertise-addr", "10.0.0.9"]).unwrap();
+        let c = Config::merge(&flags, file).unwrap();
+        assert_eq!(c.gossip.join, ["10.0.0.1:7946".parse().unwrap(), "10.0.0.2:8000".parse().unwrap()]);
+        assert_eq!(c.gossip.advertise, Some("10.0.0.9:7946".parse().unwrap()));
+        assert_eq!(c.gossip.profile, GossipProfile::Wan);
+        assert_eq!(c.gossip.keys, vec![(0u8..16).collect::<Vec<_>>()]);
+        for (text, key) in [
+            ("gossip-keys = [\"AAAA\"]", "gossip-keys"),
+            ("gossip-keys = [\"!!\"]", "gossip-keys"),
+            ("join = [\"nowhere\"]", "join"),
+            ("gossip-profile = \"moon\"", "gossip-profile"),
+            ("node-name = \"a b\"", "node-name"),
+        ] {
+            let e = Config::merge(&Flags::default(), parse(text).unwrap()).unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+        let flags = Flags::try_parse_from(["netd", "--advertise-addr", "0.0.0.0"]).unwrap();
+        assert!(Config::merge(&flags, FileConfig::default()).is_err());
+        assert_eq!(base64_decode("aGk="), Some(b"hi".to_vec()));
+        assert_eq!(base64_decode("aGk"), Some(b"hi".to_vec()));
     }
 
     #[test]
