@@ -46,6 +46,10 @@ pub struct Config {
     /// Encryption: when set, every packet and stream is AES-GCM encrypted
     /// with the primary key, and plaintext or undecryptable ones are dropped.
     pub keyring: Option<crate::security::Keyring>,
+    /// Replicated tables: deleted entries are remembered this long.
+    pub tombstone_ttl: Duration,
+    /// Entries of a member declared dead or left go away after this grace.
+    pub owner_grace: Duration,
 }
 
 impl Config {
@@ -72,6 +76,8 @@ impl Config {
             delegate: [2, 5, 4],
             meta: Vec::new(),
             keyring: None,
+            tombstone_ttl: Duration::from_secs(300),
+            owner_grace: Duration::from_secs(60),
         }
     }
 

@@ -10,10 +10,12 @@ pub mod lzw;
 pub mod memberlist;
 pub mod msgpack;
 pub mod security;
+pub mod tables;
 pub mod transport;
 pub mod wire;
 
 pub use config::Config;
 pub use memberlist::{Event, GossipError, Handle, Member, MemberState, SecurityStats, start};
 pub use security::Keyring;
+pub use tables::{Entry, TableEvent};
 pub use transport::{MemNetwork, NetTransport};

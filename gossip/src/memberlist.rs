@@ -7,7 +7,7 @@
 //! retransmit limit, push-pull anti-entropy over streams, join and graceful
 //! leave. Others talk to it through a [`Handle`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::config::{self, Config};
 use crate::security::{Keyring, SecurityError};
+use crate::tables::{self, Entry, SCOPES, TableEvent, Tables};
 use crate::transport::{Inbound, Stream, Transport};
 use crate::wire::{self, Accusation, Alive, Message, MsgType, PushNodeState, State};
 
@@ -85,6 +86,16 @@ enum Cmd {
     Merge(Vec<PushNodeState>, Option<oneshot::Sender<Result<(), GossipError>>>),
     Leave(oneshot::Sender<()>),
     Stop,
+    /// A local write (`None` deletes).
+    TableWrite(String, String, String, Option<Vec<u8>>),
+    TableList(String, String, oneshot::Sender<Vec<Entry>>),
+    JoinScope(String, bool),
+    /// Entries from a peer's sync; answers with ours for the scopes it shares.
+    TableSync(String, Vec<Entry>, Option<oneshot::Sender<Vec<Entry>>>),
+    /// Our entries for the scopes we share with a peer.
+    TableDumpFor(String, oneshot::Sender<Vec<Entry>>),
+    /// The peer does not speak table sync (e.g. a serf agent).
+    SyncFailed(String),
 }
 
 /// The keyring when encryption is on (shared with the [`Handle`] for rotation).
@@ -108,6 +119,7 @@ pub struct Handle {
     cfg: Arc<Config>,
     keys: SharedKeys,
     stats: Arc<std::sync::Mutex<SecurityStats>>,
+    table_events: broadcast::Sender<TableEvent>,
 }
 
 impl std::fmt::Debug for Handle {
@@ -177,6 +189,61 @@ impl Handle {
         Ok(())
     }
 
+    /// Writes an entry of a replicated table (this node owns it). The scope
+    /// must be one this node joined (or `""`, reaching every node).
+    pub async fn table_put(&self, table: &str, scope: &str, key: &str, value: Vec<u8>) -> Result<(), GossipError> {
+        self.cmd
+            .send(Cmd::TableWrite(table.into(), scope.into(), key.into(), Some(value)))
+            .await
+            .map_err(|_| GossipError::Stopped)
+    }
+
+    /// Deletes an entry (a tombstone replicates the delete).
+    pub async fn table_delete(&self, table: &str, scope: &str, key: &str) -> Result<(), GossipError> {
+        self.cmd
+            .send(Cmd::TableWrite(table.into(), scope.into(), key.into(), None))
+            .await
+            .map_err(|_| GossipError::Stopped)
+    }
+
+    /// Live entries of a table in a scope, as this node has them.
+    pub async fn table_list(&self, table: &str, scope: &str) -> Result<Vec<Entry>, GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Cmd::TableList(table.into(), scope.into(), tx)).await.map_err(|_| GossipError::Stopped)?;
+        rx.await.map_err(|_| GossipError::Stopped)
+    }
+
+    /// Joins (`true`) or leaves a scope: its entries reach this node (after
+    /// a full sync with members of the scope) or stop reaching it.
+    pub async fn scope(&self, scope: &str, join: bool) -> Result<(), GossipError> {
+        self.cmd.send(Cmd::JoinScope(scope.into(), join)).await.map_err(|_| GossipError::Stopped)
+    }
+
+    /// Table changes as they are applied here.
+    pub fn table_events(&self) -> broadcast::Receiver<TableEvent> {
+        self.table_events.subscribe()
+    }
+
+    /// Full table sync with one peer (both ways) for the scopes both joined.
+    async fn table_sync(&self, peer: String, to: SocketAddr) -> Result<(), GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Cmd::TableDumpFor(peer.clone(), tx)).await.map_err(|_| GossipError::Stopped)?;
+        let ours = rx.await.map_err(|_| GossipError::Stopped)?;
+        let io = async {
+            let mut s = self.transport.connect(to).await?;
+            s.write_all(&seal_stream(&self.keys, sync_frame(&self.cfg.name, &ours))).await?;
+            s.flush().await?;
+            match read_stream(&mut s, &self.keys, &self.stats).await? {
+                StreamMsg::Tables(_, e) => Ok(e),
+                StreamMsg::PushPull(_) => Err(bad_data("answered a table sync with a push-pull")),
+            }
+        };
+        let theirs = tokio::time::timeout(self.cfg.tcp_timeout, io)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "table sync timed out"))??;
+        self.cmd.send(Cmd::TableSync(peer, theirs, None)).await.map_err(|_| GossipError::Stopped)
+    }
+
     /// Stops without telling anyone (as a crash would, for tests).
     pub async fn stop(&self) {
         let _ = self.cmd.send(Cmd::Stop).await;
@@ -190,7 +257,10 @@ impl Handle {
             let mut s = self.transport.connect(to).await?;
             s.write_all(&seal_stream(&self.keys, wire::encode_push_pull(join, &local, b""))).await?;
             s.flush().await?;
-            read_push_pull(&mut s, &self.keys, &self.stats).await
+            match read_stream(&mut s, &self.keys, &self.stats).await? {
+                StreamMsg::PushPull(n) => Ok(n),
+                StreamMsg::Tables(..) => Err(bad_data("answered a push-pull with a table sync")),
+            }
         };
         let remote = tokio::time::timeout(self.cfg.tcp_timeout, io)
             .await
@@ -212,13 +282,51 @@ fn bad_data(why: &str) -> GossipError {
     std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned()).into()
 }
 
-/// Reads one push-pull message (plain, LZW-compressed, or encrypted when a
-/// keyring is set) from a stream.
-async fn read_push_pull(
+/// What a stream carries.
+enum StreamMsg {
+    PushPull(Vec<PushNodeState>),
+    /// A table sync: the sender's name and its entries.
+    Tables(String, Vec<Entry>),
+}
+
+/// First byte of a table-sync stream frame: `[0xAB][u32 name len][name][u32
+/// len][table entries]` (inside memberlist's encryption when it is on).
+const SYNC_TAG: u8 = 0xAB;
+
+fn sync_frame(name: &str, entries: &[Entry]) -> Vec<u8> {
+    let body = tables::encode(entries);
+    let mut f = vec![SYNC_TAG];
+    f.extend((name.len() as u32).to_be_bytes());
+    f.extend_from_slice(name.as_bytes());
+    f.extend((body.len() as u32).to_be_bytes());
+    f.extend(body);
+    f
+}
+
+/// A complete sync frame, `None` if more bytes are needed.
+fn parse_sync(buf: &[u8]) -> Result<Option<(String, Vec<Entry>)>, GossipError> {
+    let n = |at: usize| buf.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let Some(name_len) = n(1) else { return Ok(None) };
+    if name_len > 1024 {
+        return Err(bad_data("sync frame: node name too long"));
+    }
+    let Some(len) = n(5 + name_len) else { return Ok(None) };
+    let start = 9 + name_len;
+    if buf.len() < start + len {
+        return Ok(None);
+    }
+    let name = String::from_utf8(buf[5..5 + name_len].to_vec()).map_err(|_| bad_data("sync frame: name not UTF-8"))?;
+    let entries = tables::decode(&buf[start..start + len]).map_err(|e| bad_data(&e.to_string()))?;
+    Ok(Some((name, entries)))
+}
+
+/// Reads one stream message (push-pull plain, LZW-compressed, or a table
+/// sync; encrypted when a keyring is set).
+async fn read_stream(
     s: &mut Box<dyn Stream>,
     keys: &SharedKeys,
     stats: &std::sync::Mutex<SecurityStats>,
-) -> Result<Vec<PushNodeState>, GossipError> {
+) -> Result<StreamMsg, GossipError> {
     const LIMIT: usize = 20 * 1024 * 1024;
     let mut raw = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
@@ -260,6 +368,12 @@ async fn read_push_pull(
             (None, true) => return Err(bad_data("encrypted stream, but encryption is off here")),
             (None, false) => &raw,
         };
+        if buf[0] == SYNC_TAG {
+            match parse_sync(buf)? {
+                Some((name, entries)) => return Ok(StreamMsg::Tables(name, entries)),
+                None => continue,
+            }
+        }
         let plain = if buf[0] == MsgType::Compress as u8 {
             match wire::unwrap_packet(buf) {
                 Ok(mut v) if v.len() == 1 => v.remove(0),
@@ -274,7 +388,7 @@ async fn read_push_pull(
             return Err(wire::WireError::Unexpected(MsgType::from_byte(plain[0]).unwrap_or(MsgType::Err)).into());
         }
         match wire::decode_push_pull(&plain[1..], 100_000) {
-            Ok((_, nodes, _user)) => return Ok(nodes),
+            Ok((_, nodes, _user)) => return Ok(StreamMsg::PushPull(nodes)),
             Err(wire::WireError::Msgpack(crate::msgpack::DecodeError::Truncated(_)))
             | Err(wire::WireError::Compound("user state")) => continue,
             Err(e) => return Err(e.into()),
@@ -334,6 +448,15 @@ struct Engine {
     leaving: bool,
     keys: SharedKeys,
     stats: Arc<std::sync::Mutex<SecurityStats>>,
+    tables: Tables,
+    table_events: broadcast::Sender<TableEvent>,
+    /// Table broadcasts: (scope, user message, times sent).
+    table_queue: Vec<(String, Vec<u8>, u32)>,
+    /// Syncs the engine asks for (peer name, address); run by `run`.
+    sync_wanted: Vec<(String, SocketAddr)>,
+    /// Members a table sync failed with (not netd, or unreachable): only a
+    /// sync they start, or a rejoin, clears it.
+    unsyncable: HashSet<String>,
 }
 
 /// Starts a member on `transport`, reading what `inbound` delivers.
@@ -343,6 +466,7 @@ pub fn start(cfg: Config, transport: Arc<dyn Transport>, inbound: mpsc::Receiver
     let cfg = Arc::new(cfg);
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (events, _) = broadcast::channel(1024);
+    let (table_events, _) = broadcast::channel(4096);
     let now = Instant::now();
     let me = Member {
         name: cfg.name.clone(),
@@ -370,8 +494,18 @@ pub fn start(cfg: Config, transport: Arc<dyn Transport>, inbound: mpsc::Receiver
         leaving: false,
         keys: keys.clone(),
         stats: stats.clone(),
+        tables: {
+            let mut t = Tables::new(&cfg.name);
+            t.tombstone_ttl = cfg.tombstone_ttl;
+            t.owner_grace = cfg.owner_grace;
+            t
+        },
+        table_events: table_events.clone(),
+        table_queue: Vec::new(),
+        sync_wanted: Vec::new(),
+        unsyncable: HashSet::new(),
     };
-    let handle = Handle { cmd: cmd_tx.clone(), events, transport, cfg, keys, stats };
+    let handle = Handle { cmd: cmd_tx.clone(), events, transport, cfg, keys, stats, table_events };
     let h2 = handle.clone();
     tokio::spawn(engine.run(inbound, cmd_rx, h2));
     handle
@@ -399,7 +533,19 @@ impl Engine {
         let mut next_probe = start + self.cfg.probe_interval;
         let mut next_gossip = start + self.cfg.gossip_interval;
         let mut next_push_pull = start + self.cfg.push_pull_interval;
+        // Every netd member is in the global scope: it receives global entries.
+        let e = self.tables.write(SCOPES, "", "", Some(Vec::new()), Instant::now());
+        self.table_changed(e, None);
         loop {
+            for (peer, addr) in std::mem::take(&mut self.sync_wanted) {
+                let h = handle.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = h.table_sync(peer.clone(), addr).await {
+                        tracing::debug!(%peer, error = %e, "table sync failed");
+                        let _ = h.cmd.send(Cmd::SyncFailed(peer)).await;
+                    }
+                });
+            }
             let deadline =
                 self.next_deadline().unwrap_or(next_probe).min(next_probe).min(next_gossip).min(next_push_pull);
             tokio::select! {
@@ -429,6 +575,40 @@ impl Engine {
                         let _ = tx.send(());
                     }
                     Some(Cmd::Stop) | None => return,
+                    Some(Cmd::TableWrite(t, sc, k, v)) => {
+                        let e = self.tables.write(&t, &sc, &k, v, Instant::now());
+                        self.table_changed(e, None);
+                    }
+                    Some(Cmd::TableList(t, sc, tx)) => {
+                        let _ = tx.send(self.tables.list(&t, &sc));
+                    }
+                    Some(Cmd::JoinScope(sc, join)) => {
+                        let e = self.tables.write(SCOPES, "", &sc, join.then(Vec::new), Instant::now());
+                        self.table_changed(e, None);
+                        if join {
+                            // Full sync with a few members that already joined it.
+                            let mut peers: Vec<String> = self.tables.members_of(&sc).into_iter().filter(|n| *n != self.cfg.name).collect();
+                            peers.shuffle(&mut rand::rng());
+                            for p in peers.into_iter().take(2) {
+                                self.want_sync(&p);
+                            }
+                        }
+                    }
+                    Some(Cmd::TableSync(peer, entries, tx)) => {
+                        self.unsyncable.remove(&peer);
+                        for e in entries {
+                            self.apply_entry(e);
+                        }
+                        if let Some(tx) = tx {
+                            let _ = tx.send(self.dump_for(&peer));
+                        }
+                    }
+                    Some(Cmd::TableDumpFor(peer, tx)) => {
+                        let _ = tx.send(self.dump_for(&peer));
+                    }
+                    Some(Cmd::SyncFailed(peer)) => {
+                        self.unsyncable.insert(peer);
+                    }
                 },
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = Instant::now();
@@ -443,6 +623,12 @@ impl Engine {
                     }
                     if now >= next_push_pull {
                         next_push_pull = now + config::push_pull_scale(self.cfg.push_pull_interval, self.nodes.len());
+                        // Table anti-entropy with one member sharing a scope.
+                        let mut sharing: Vec<String> = self.tables.members_of("").into_iter().filter(|n| *n != self.cfg.name && !self.unsyncable.contains(n)).collect();
+                        sharing.shuffle(&mut rand::rng());
+                        if let Some(p) = sharing.first().cloned() {
+                            self.want_sync(&p);
+                        }
                         if let Some(peer) = self.random_peers(1, false).first().copied() {
                             let h = handle.clone();
                             tokio::spawn(async move {
@@ -461,7 +647,55 @@ impl Engine {
         let s = self.suspicions.values().map(|s| s.deadline).min();
         let r = self.relays.values().map(|r| r.deadline).min();
         let p = self.probe.as_ref().and_then(|p| if p.acked { None } else { p.indirect_at });
-        [s, r, p].into_iter().flatten().min()
+        [s, r, p, self.tables.next_reap()].into_iter().flatten().min()
+    }
+
+    /// Queues a changed entry for its scope and reports it.
+    fn table_changed(&mut self, e: Entry, ev: Option<TableEvent>) {
+        let ev =
+            ev.or_else(|| Some(if e.deleted { TableEvent::Delete(e.clone()) } else { TableEvent::Put(e.clone()) }));
+        let mut msg = vec![MsgType::User as u8];
+        msg.extend(tables::encode(std::slice::from_ref(&e)));
+        self.table_queue.push((e.scope.clone(), msg, 0));
+        if self.table_queue.len() > 10_000 {
+            self.table_queue.remove(0);
+        }
+        if let Some(ev) = ev {
+            let _ = self.table_events.send(ev);
+        }
+    }
+
+    /// Applies a replicated entry; re-broadcasts it if it changed anything.
+    fn apply_entry(&mut self, e: Entry) {
+        let joined_scope =
+            (e.table == SCOPES && !e.deleted && e.owner != self.cfg.name).then(|| (e.owner.clone(), e.key.clone()));
+        if let Some(ev) = self.tables.apply(e.clone(), Instant::now()) {
+            self.table_changed(e, Some(ev));
+            // Someone joined a scope we are in: sync it with them.
+            if let Some((node, scope)) = joined_scope
+                && self.tables.scopes_of(&self.cfg.name).contains(&scope)
+            {
+                self.want_sync(&node);
+            }
+        }
+    }
+
+    fn want_sync(&mut self, peer: &str) {
+        if self.unsyncable.contains(peer) || self.sync_wanted.iter().any(|(p, _)| p == peer) {
+            return;
+        }
+        if let Some(n) = self.nodes.get(peer).filter(|n| matches!(n.m.state, MemberState::Alive | MemberState::Suspect))
+        {
+            self.sync_wanted.push((peer.to_owned(), n.m.addr));
+        }
+    }
+
+    /// Our entries for the scopes `peer` shares with us (global included).
+    fn dump_for(&self, peer: &str) -> Vec<Entry> {
+        let mine = self.tables.scopes_of(&self.cfg.name);
+        let theirs = self.tables.scopes_of(peer);
+        let common: BTreeSet<String> = mine.intersection(&theirs).cloned().collect();
+        self.tables.dump(&common)
     }
 
     fn alive_count(&self) -> usize {
@@ -686,7 +920,18 @@ impl Engine {
             Message::Alive(a) => self.alive(a).await,
             Message::Suspect(s) => self.suspect(s).await,
             Message::Dead(d) => self.dead(d).await,
-            Message::User(_) => {}
+            Message::User(b) => {
+                if b.first() == Some(&tables::USER_TAG) {
+                    match tables::decode(&b) {
+                        Ok(entries) => {
+                            for e in entries {
+                                self.apply_entry(e);
+                            }
+                        }
+                        Err(e) => tracing::debug!(%from, error = %e, "dropped a malformed table message"),
+                    }
+                }
+            }
             Message::Err(e) => tracing::debug!(%from, error = %e, "remote error"),
         }
     }
@@ -761,6 +1006,13 @@ impl Engine {
             }
         };
         self.suspicions.remove(&a.node);
+        if matches!(event, Some(Event::Join(_))) {
+            // New, or back from the dead (a healed partition): full table sync.
+            self.tables.owner_back(&a.node);
+            self.unsyncable.remove(&a.node);
+            let node = a.node.clone();
+            self.want_sync(&node);
+        }
         if changed {
             let node = a.node.clone();
             self.queue(&node, wire::encode_message(&Message::Alive(a)));
@@ -824,12 +1076,16 @@ impl Engine {
         let m = n.m.clone();
         self.suspicions.remove(&d.node);
         self.queue(&d.node.clone(), wire::encode_message(&Message::Dead(d)));
+        self.tables.owner_gone(&m.name, Instant::now());
         let e = if m.state == MemberState::Left { Event::Leave(m) } else { Event::Fail(m) };
         tracing::info!(event = ?e, "member change");
         self.emit(e);
     }
 
     async fn expire(&mut self, now: Instant) {
+        for ev in self.tables.reap(now) {
+            let _ = self.table_events.send(ev);
+        }
         let due: Vec<String> =
             self.suspicions.iter().filter(|(_, s)| s.deadline <= now).map(|(k, _)| k.clone()).collect();
         for node in due {
@@ -957,6 +1213,7 @@ impl Engine {
     }
 
     async fn gossip(&mut self) {
+        self.gossip_tables().await;
         if self.queue.is_empty() {
             return;
         }
@@ -968,6 +1225,47 @@ impl Engine {
             let packet =
                 if msgs.len() == 1 { msgs.into_iter().next().unwrap_or_default() } else { wire::compound(&msgs) };
             self.raw_send(to, packet).await;
+        }
+    }
+
+    /// Table broadcasts go only to members of their scope.
+    async fn gossip_tables(&mut self) {
+        let scopes: BTreeSet<String> = self.table_queue.iter().map(|q| q.0.clone()).collect();
+        for scope in scopes {
+            let members = self.tables.members_of(&scope);
+            let limit = config::retransmit_limit(self.cfg.retransmit_mult, members.len()).max(1);
+            let mut peers: Vec<SocketAddr> = members
+                .iter()
+                .filter(|n| **n != self.cfg.name)
+                .filter_map(|n| self.nodes.get(n))
+                .filter(|n| matches!(n.m.state, MemberState::Alive | MemberState::Suspect))
+                .map(|n| n.m.addr)
+                .collect();
+            peers.shuffle(&mut rand::rng());
+            peers.truncate(self.cfg.gossip_nodes);
+            if peers.is_empty() {
+                // Nobody else in the scope (yet): nothing to send, keep nothing.
+                self.table_queue.retain(|q| q.0 != scope);
+                continue;
+            }
+            let mut budget = self.cfg.udp_buffer_size.saturating_sub(64);
+            let mut msgs = Vec::new();
+            for q in self.table_queue.iter_mut().filter(|q| q.0 == scope) {
+                if q.1.len() + 2 > budget {
+                    continue;
+                }
+                budget -= q.1.len() + 2;
+                q.2 += 1;
+                msgs.push(q.1.clone());
+            }
+            self.table_queue.retain(|q| q.2 < limit);
+            if msgs.is_empty() {
+                continue;
+            }
+            let packet = if msgs.len() == 1 { msgs.remove(0) } else { wire::compound(&msgs) };
+            for to in peers {
+                self.raw_send(to, packet.clone()).await;
+            }
         }
     }
 
@@ -1006,7 +1304,17 @@ pub fn serf_leave_intent(node: &str, ltime: u64) -> Vec<u8> {
 /// Answers an inbound stream: a push-pull (the remote sends first).
 async fn serve_stream(h: Handle, mut s: Box<dyn Stream>, from: SocketAddr) {
     let r = tokio::time::timeout(h.cfg.tcp_timeout, async {
-        let remote = read_push_pull(&mut s, &h.keys, &h.stats).await?;
+        let remote = match read_stream(&mut s, &h.keys, &h.stats).await? {
+            StreamMsg::PushPull(n) => n,
+            StreamMsg::Tables(peer, entries) => {
+                let (tx, rx) = oneshot::channel();
+                h.cmd.send(Cmd::TableSync(peer, entries, Some(tx))).await.map_err(|_| GossipError::Stopped)?;
+                let ours = rx.await.map_err(|_| GossipError::Stopped)?;
+                s.write_all(&seal_stream(&h.keys, sync_frame(&h.cfg.name, &ours))).await?;
+                s.flush().await?;
+                return Ok(());
+            }
+        };
         let (tx, rx) = oneshot::channel();
         h.cmd.send(Cmd::LocalState(tx)).await.map_err(|_| GossipError::Stopped)?;
         let local = rx.await.map_err(|_| GossipError::Stopped)?;

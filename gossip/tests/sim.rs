@@ -225,3 +225,103 @@ async fn a_name_clash_is_refused() {
     assert!(e.to_string().contains("already used by another member"), "{e}");
     let _ = a;
 }
+
+async fn keys_of(h: &Handle, scope: &str) -> Vec<String> {
+    let mut v: Vec<String> = h.table_list("ep", scope).await.unwrap().into_iter().map(|e| e.key).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(start_paused = true)]
+async fn tables_replicate_within_their_scope_only() {
+    let net = MemNetwork::default();
+    let hs = cluster(&net, 5).await;
+    let mut outsider_events = hs[4].table_events();
+    for h in &hs[..3] {
+        h.scope("net1", true).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    hs[0].table_put("ep", "net1", "c1", b"10.0.0.2".to_vec()).await.unwrap();
+    hs[1].table_put("ep", "net1", "c2", b"10.0.0.3".to_vec()).await.unwrap();
+    hs[2].table_put("ep", "", "everyone", b"x".to_vec()).await.unwrap();
+    within(Duration::from_secs(5), async || {
+        for h in &hs[..3] {
+            if keys_of(h, "net1").await != ["c1", "c2"] {
+                return false;
+            }
+        }
+        for h in &hs {
+            if keys_of(h, "").await != ["everyone"] {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // Nodes outside the scope never saw its entries.
+    for h in &hs[3..] {
+        assert!(keys_of(h, "net1").await.is_empty());
+    }
+    while let Ok(ev) = outsider_events.try_recv() {
+        let scope = match &ev {
+            gossip::TableEvent::Put(e) | gossip::TableEvent::Delete(e) => e.scope.clone(),
+        };
+        assert!(scope != "net1", "an outsider got {ev:?}");
+    }
+    // A late joiner gets everything by full sync; a delete reaches everyone.
+    hs[3].scope("net1", true).await.unwrap();
+    within(Duration::from_secs(5), async || keys_of(&hs[3], "net1").await == ["c1", "c2"]).await;
+    hs[0].table_delete("ep", "net1", "c1").await.unwrap();
+    within(Duration::from_secs(5), async || {
+        for h in &hs[..4] {
+            if keys_of(h, "net1").await != ["c2"] {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn entries_of_a_dead_owner_go_after_the_grace() {
+    let net = MemNetwork::default();
+    let hs = cluster(&net, 4).await;
+    for h in &hs {
+        h.scope("net1", true).await.unwrap();
+    }
+    hs[3].table_put("ep", "net1", "from-n3", vec![1]).await.unwrap();
+    within(Duration::from_secs(5), async || keys_of(&hs[0], "net1").await == ["from-n3"]).await;
+    net.detach(addr(3));
+    hs[3].stop().await;
+    // Dead within ~30 s, then the 60 s grace.
+    let took = within(Duration::from_secs(150), async || keys_of(&hs[0], "net1").await.is_empty()).await;
+    assert!(took >= Duration::from_secs(60), "entries went before the grace: {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn writes_during_a_partition_meet_after_healing() {
+    let net = MemNetwork::default();
+    let hs = cluster(&net, 4).await;
+    for h in &hs {
+        h.scope("net1", true).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 0..3 {
+        net.partition(addr(i), addr(3), true);
+    }
+    hs[3].table_put("ep", "net1", "island", vec![1]).await.unwrap();
+    hs[0].table_put("ep", "net1", "mainland", vec![2]).await.unwrap();
+    within(Duration::from_secs(60), async || {
+        view(&hs[0]).await.iter().any(|(n, s, _)| n == "n3" && *s == MemberState::Dead)
+    })
+    .await;
+    for i in 0..3 {
+        net.partition(addr(i), addr(3), false);
+    }
+    within(Duration::from_secs(60), async || {
+        keys_of(&hs[0], "net1").await == ["island", "mainland"]
+            && keys_of(&hs[3], "net1").await == ["island", "mainland"]
+    })
+    .await;
+}
