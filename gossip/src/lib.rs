@@ -15,7 +15,7 @@ pub mod transport;
 pub mod wire;
 
 pub use config::Config;
-pub use memberlist::{Event, GossipError, Handle, Member, MemberState, SecurityStats, start};
+pub use memberlist::{Event, GossipError, Handle, Member, MemberState, SecurityStats, start, start_with};
 pub use security::Keyring;
 pub use tables::{Entry, TableEvent};
 pub use transport::{MemNetwork, NetTransport};

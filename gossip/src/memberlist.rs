@@ -96,6 +96,8 @@ enum Cmd {
     TableDumpFor(String, oneshot::Sender<Vec<Entry>>),
     /// The peer does not speak table sync (e.g. a serf agent).
     SyncFailed(String),
+    /// Drops pending membership broadcasts (after a preload).
+    Quiet,
 }
 
 /// The keyring when encryption is on (shared with the [`Handle`] for rotation).
@@ -242,6 +244,16 @@ impl Handle {
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "table sync timed out"))??;
         self.cmd.send(Cmd::TableSync(peer, theirs, None)).await.map_err(|_| GossipError::Stopped)
+    }
+
+    /// Merges member states as a push-pull would (simulations preload
+    /// large clusters with it instead of N joins).
+    pub async fn preload(&self, states: Vec<PushNodeState>) -> Result<(), GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Cmd::Merge(states, Some(tx))).await.map_err(|_| GossipError::Stopped)?;
+        rx.await.map_err(|_| GossipError::Stopped)??;
+        // Everyone was preloaded with the same view: nothing to gossip about.
+        self.cmd.send(Cmd::Quiet).await.map_err(|_| GossipError::Stopped)
     }
 
     /// Stops without telling anyone (as a crash would, for tests).
@@ -421,8 +433,6 @@ struct Probe {
     target: String,
     indirect_at: Option<Instant>,
     acked: bool,
-    nacks_expected: u32,
-    nacks: u32,
 }
 
 struct Relay {
@@ -445,6 +455,8 @@ struct Engine {
     probe: Option<Probe>,
     probe_order: Vec<String>,
     relays: HashMap<u32, Relay>,
+    /// Indirect probes awaiting nacks: seq -> (expected, received, due).
+    nack_watch: HashMap<u32, (u32, u32, Instant)>,
     leaving: bool,
     keys: SharedKeys,
     stats: Arc<std::sync::Mutex<SecurityStats>>,
@@ -461,6 +473,17 @@ struct Engine {
 
 /// Starts a member on `transport`, reading what `inbound` delivers.
 pub fn start(cfg: Config, transport: Arc<dyn Transport>, inbound: mpsc::Receiver<Inbound>) -> Handle {
+    start_with(cfg, transport, inbound, Vec::new())
+}
+
+/// [`start`] with a member list already known (alive), as after a join: the
+/// simulator builds large clusters with it instead of N joins.
+pub fn start_with(
+    cfg: Config,
+    transport: Arc<dyn Transport>,
+    inbound: mpsc::Receiver<Inbound>,
+    known: Vec<Member>,
+) -> Handle {
     let keys: SharedKeys = Arc::new(std::sync::RwLock::new(cfg.keyring.clone()));
     let stats = Arc::new(std::sync::Mutex::new(SecurityStats::default()));
     let cfg = Arc::new(cfg);
@@ -477,6 +500,9 @@ pub fn start(cfg: Config, transport: Arc<dyn Transport>, inbound: mpsc::Receiver
         vsn: cfg.vsn(),
     };
     let mut nodes = BTreeMap::new();
+    for m in known.into_iter().filter(|m| m.name != me.name) {
+        nodes.insert(m.name.clone(), Node { m, since: now });
+    }
     nodes.insert(me.name.clone(), Node { m: me, since: now });
     let engine = Engine {
         cfg: cfg.clone(),
@@ -491,6 +517,7 @@ pub fn start(cfg: Config, transport: Arc<dyn Transport>, inbound: mpsc::Receiver
         probe: None,
         probe_order: Vec::new(),
         relays: HashMap::new(),
+        nack_watch: HashMap::new(),
         leaving: false,
         keys: keys.clone(),
         stats: stats.clone(),
@@ -533,6 +560,11 @@ impl Engine {
         let mut next_probe = start + self.cfg.probe_interval;
         let mut next_gossip = start + self.cfg.gossip_interval;
         let mut next_push_pull = start + self.cfg.push_pull_interval;
+        // Announce ourselves, as memberlist's setAlive does: after a join
+        // the newcomer spreads its own alive message too.
+        let me_alive = self.alive_msg();
+        let my_name = self.cfg.name.clone();
+        self.queue(&my_name, me_alive);
         // Every netd member is in the global scope: it receives global entries.
         let e = self.tables.write(SCOPES, "", "", Some(Vec::new()), Instant::now());
         self.table_changed(e, None);
@@ -609,6 +641,9 @@ impl Engine {
                     Some(Cmd::SyncFailed(peer)) => {
                         self.unsyncable.insert(peer);
                     }
+                    Some(Cmd::Quiet) => {
+                        self.queue.clear();
+                    }
                 },
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = Instant::now();
@@ -645,7 +680,7 @@ impl Engine {
 
     fn next_deadline(&self) -> Option<Instant> {
         let s = self.suspicions.values().map(|s| s.deadline).min();
-        let r = self.relays.values().map(|r| r.deadline).min();
+        let r = self.relays.values().map(|r| r.deadline).chain(self.nack_watch.values().map(|w| w.2)).min();
         let p = self.probe.as_ref().and_then(|p| if p.acked { None } else { p.indirect_at });
         [s, r, p, self.tables.next_reap()].into_iter().flatten().min()
     }
@@ -900,6 +935,8 @@ impl Engine {
                 self.send(target, ping).await;
             }
             Message::Ack(a) => {
+                // An ack through a helper: the target lives; no nack verdict.
+                self.nack_watch.remove(&a.seq_no);
                 if let Some(p) = self.probe.as_mut()
                     && p.seq == a.seq_no
                 {
@@ -911,10 +948,8 @@ impl Engine {
                 }
             }
             Message::Nack { seq_no } => {
-                if let Some(p) = self.probe.as_mut()
-                    && p.seq == seq_no
-                {
-                    p.nacks += 1;
+                if let Some(w) = self.nack_watch.get_mut(&seq_no) {
+                    w.1 += 1;
                 }
             }
             Message::Alive(a) => self.alive(a).await,
@@ -1083,6 +1118,14 @@ impl Engine {
     }
 
     async fn expire(&mut self, now: Instant) {
+        let due: Vec<u32> = self.nack_watch.iter().filter(|(_, w)| w.2 <= now).map(|(k, _)| *k).collect();
+        for seq in due {
+            if let Some((expected, got, _)) = self.nack_watch.remove(&seq)
+                && got < expected
+            {
+                self.awareness = (self.awareness + (expected - got)).min(self.cfg.awareness_max_multiplier - 1);
+            }
+        }
         for ev in self.tables.reap(now) {
             let _ = self.table_events.send(ev);
         }
@@ -1122,7 +1165,13 @@ impl Engine {
             helpers.truncate(self.cfg.indirect_checks);
             if let Some(p) = self.probe.as_mut() {
                 p.indirect_at = None;
-                p.nacks_expected = helpers.len() as u32;
+            }
+            // Lifeguard: helpers that cannot reach the target say so (nack)
+            // after their probe timeout; missing nacks hint that we, not the
+            // target, are unwell. Judged once they are due (plus slack).
+            if !helpers.is_empty() {
+                let due = now + self.cfg.probe_timeout + self.cfg.probe_timeout / 2;
+                self.nack_watch.insert(seq, (helpers.len() as u32, 0, due));
             }
             let me = self.me().clone();
             for h in helpers {
@@ -1146,10 +1195,6 @@ impl Engine {
         if let Some(p) = self.probe.take()
             && !p.acked
         {
-            // Lifeguard: missing nacks hint that we, not the target, are unwell.
-            if p.nacks_expected > 0 && p.nacks < p.nacks_expected {
-                self.awareness = (self.awareness + 1).min(self.cfg.awareness_max_multiplier - 1);
-            }
             // Suspect it, or confirm a suspicion others raised (Lifeguard).
             if let Some(n) =
                 self.nodes.get(&p.target).filter(|n| matches!(n.m.state, MemberState::Alive | MemberState::Suspect))
@@ -1181,14 +1226,7 @@ impl Engine {
                 source_node: Some(me.name),
             }));
             let timeout = self.cfg.probe_timeout * (self.awareness + 1);
-            self.probe = Some(Probe {
-                seq,
-                target,
-                indirect_at: Some(Instant::now() + timeout),
-                acked: false,
-                nacks_expected: 0,
-                nacks: 0,
-            });
+            self.probe = Some(Probe { seq, target, indirect_at: Some(Instant::now() + timeout), acked: false });
             self.send(addr, ping).await;
             return;
         }

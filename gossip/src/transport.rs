@@ -93,6 +93,14 @@ struct Hub {
     nodes: HashMap<SocketAddr, mpsc::Sender<Inbound>>,
     /// Pairs that cannot talk (either direction).
     cut: BTreeSet<(SocketAddr, SocketAddr)>,
+    /// Share of packets lost (0..1).
+    loss: f64,
+    /// One-way delay of every packet.
+    delay: std::time::Duration,
+    /// Extra delay to and from some members (a saturated CPU).
+    slow: HashMap<SocketAddr, std::time::Duration>,
+    /// Packets and bytes sent, per sender.
+    sent: HashMap<SocketAddr, (u64, u64)>,
 }
 
 /// An in-memory network of members, for tests.
@@ -119,6 +127,24 @@ impl MemNetwork {
         self.hub.lock().unwrap_or_else(|p| p.into_inner()).nodes.remove(&addr);
     }
 
+    /// Loses a share of packets and delays all of them.
+    pub fn conditions(&self, loss: f64, delay: std::time::Duration) {
+        let mut h = self.hub.lock().unwrap_or_else(|p| p.into_inner());
+        h.loss = loss;
+        h.delay = delay;
+    }
+
+    /// Delays everything to and from `addr` (as a saturated CPU would).
+    pub fn slow(&self, addr: SocketAddr, extra: std::time::Duration) {
+        self.hub.lock().unwrap_or_else(|p| p.into_inner()).slow.insert(addr, extra);
+    }
+
+    /// Packets and bytes sent so far, summed over every member.
+    pub fn traffic(&self) -> (u64, u64) {
+        let h = self.hub.lock().unwrap_or_else(|p| p.into_inner());
+        h.sent.values().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    }
+
     /// Cuts (`true`) or heals the link between two members.
     pub fn partition(&self, a: SocketAddr, b: SocketAddr, cut: bool) {
         let mut h = self.hub.lock().unwrap_or_else(|p| p.into_inner());
@@ -140,13 +166,35 @@ impl MemTransport {
         }
         h.nodes.get(&to).cloned()
     }
+
+    /// Counts a packet; returns its delay, or None if it is lost.
+    fn account(&self, to: SocketAddr, len: usize) -> Option<std::time::Duration> {
+        let mut h = self.hub.lock().unwrap_or_else(|p| p.into_inner());
+        let c = h.sent.entry(self.me).or_default();
+        c.0 += 1;
+        c.1 += len as u64;
+        if h.loss > 0.0 && rand::random::<f64>() < h.loss {
+            return None;
+        }
+        let extra = h.slow.get(&to).copied().unwrap_or_default() + h.slow.get(&self.me).copied().unwrap_or_default();
+        Some(h.delay + extra)
+    }
 }
 
 impl Transport for MemTransport {
     fn send(&self, to: SocketAddr, data: Vec<u8>) -> BoxFut<'_, io::Result<()>> {
         Box::pin(async move {
+            let Some(delay) = self.account(to, data.len()) else { return Ok(()) };
             if let Some(tx) = self.route(to) {
-                let _ = tx.try_send(Inbound::Packet(data, self.me));
+                let me = self.me;
+                if delay.is_zero() {
+                    let _ = tx.try_send(Inbound::Packet(data, me));
+                } else {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.try_send(Inbound::Packet(data, me));
+                    });
+                }
             }
             Ok(())
         })

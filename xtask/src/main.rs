@@ -50,7 +50,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark (release build): api, runtime, attach, bridge
+    /// Run a benchmark (release build): api, runtime, attach, bridge, gossip
     Bench {
         name: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -242,7 +242,7 @@ fn main() -> Result<()> {
         }
         Task::Bench { name, args } => {
             setup()?;
-            let known = ["api", "runtime", "attach", "bridge"];
+            let known = ["api", "runtime", "attach", "bridge", "gossip"];
             if !known.contains(&name.as_str()) {
                 bail!("unknown benchmark {name:?}; known: {}", known.join(", "));
             }
@@ -255,6 +255,10 @@ fn main() -> Result<()> {
                 }
             }
             let bin = build_bins(true)?;
+            if name == "gossip" {
+                // The simulator first (virtual time, in one process), then the lab.
+                run(&mut Command::new(bin.join("gossip-sim")))?;
+            }
             run(Command::new(bin.join("netd-bench")).arg(&name).args(args))
         }
         Task::Lab { action } => match action.as_str() {

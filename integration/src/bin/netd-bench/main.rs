@@ -16,6 +16,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use integration::Lab;
 
+mod gossip;
 mod net;
 
 #[derive(Parser)]
@@ -72,6 +73,15 @@ enum Cmd {
         /// Request/response exchanges per round and path
         #[arg(long, default_value_t = 5000)]
         requests: usize,
+    },
+    /// Membership: our gossip agent vs serf agents in a lab of N nodes
+    Gossip {
+        /// A/B rounds (at least 5)
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Members per cluster
+        #[arg(long, default_value_t = 16)]
+        nodes: usize,
     },
     /// The floor server (internal)
     #[command(hide = true)]
@@ -450,6 +460,7 @@ fn main() -> ExitCode {
         Cmd::Api { connections, requests, rounds } => api(connections.max(1), requests.max(connections), rounds),
         Cmd::Floor { socket, body } => floor(&socket, &body),
         Cmd::Runtime { rounds, peer } => runtime(rounds, &peer),
+        Cmd::Gossip { rounds, nodes } => gossip::lab(rounds, nodes.max(3)),
         Cmd::Attach { rounds, burst } => net::attach(rounds, burst.max(1)),
         Cmd::Bridge { rounds, secs, requests } => net::bridge(rounds, secs, requests.max(100)),
     };

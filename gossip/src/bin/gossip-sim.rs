@@ -1,0 +1,198 @@
+//! `gossip-sim`: N members in one process on the in-memory network, in
+//! virtual time (paused tokio clock), with packet loss and delay. For each N
+//! it measures: dissemination (a new member's join reaching every member),
+//! failure detection (a crashed member declared dead by every other), both
+//! against memberlist's formulas, and packets/bytes per member per second;
+//! then, at the smallest N, false positives over a long run with one member
+//! slowed down as a saturated CPU would. Prints a Markdown report.
+//!
+//! Usage: gossip-sim [--nodes 100,200] [--loss 0.01] [--delay-ms 1] [--fp-minutes 10]
+//!
+//! Memory grows with N² (every member holds the whole list, and more): 300
+//! members peak near 9 GB here, so the default stops at 200.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gossip::{Config, Event, Handle, MemNetwork, Member, MemberState};
+use tokio::time::Instant;
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 7946))
+}
+
+fn cfg(i: usize) -> Config {
+    Config::lan(&format!("n{i}"), addr(i))
+}
+
+struct Cluster {
+    net: MemNetwork,
+    hs: Vec<Handle>,
+}
+
+async fn build(n: usize, loss: f64, delay: Duration) -> Cluster {
+    let net = MemNetwork::default();
+    net.conditions(loss, delay);
+    let known: Vec<Member> = (0..n)
+        .map(|i| Member {
+            name: format!("n{i}"),
+            addr: addr(i),
+            meta: Vec::new(),
+            incarnation: 1,
+            state: MemberState::Alive,
+            vsn: cfg(i).vsn(),
+        })
+        .collect();
+    let hs = (0..n)
+        .map(|i| {
+            let (t, rx) = net.attach(addr(i));
+            gossip::start_with(cfg(i), t, rx, known.clone())
+        })
+        .collect();
+    Cluster { net, hs }
+}
+
+/// Virtual seconds until `want` fired on every receiver, one time per receiver.
+async fn times(
+    mut rxs: Vec<tokio::sync::broadcast::Receiver<Event>>,
+    want: impl Fn(&Event) -> bool,
+    limit: Duration,
+) -> Vec<f64> {
+    let start = Instant::now();
+    let mut out = vec![None; rxs.len()];
+    while out.iter().any(Option::is_none) && start.elapsed() < limit {
+        for (i, rx) in rxs.iter_mut().enumerate() {
+            while let Ok(e) = rx.try_recv() {
+                if out[i].is_none() && want(&e) {
+                    out[i] = Some(start.elapsed().as_secs_f64());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    out.into_iter().map(|t| t.unwrap_or(f64::INFINITY)).collect()
+}
+
+fn stats(v: &mut [f64]) -> (f64, f64, usize) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let done: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    let mean = done.iter().sum::<f64>() / done.len().max(1) as f64;
+    let p99 = v[((v.len() - 1) as f64 * 0.99).round() as usize];
+    (mean, p99, v.len() - done.len())
+}
+
+async fn run_n(n: usize, loss: f64, delay: Duration) {
+    let c = build(n, loss, delay).await;
+    let base = Config::lan("x", addr(0));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Steady-state traffic.
+    let (p0, b0) = c.net.traffic();
+    let window = 20.0;
+    tokio::time::sleep(Duration::from_secs_f64(window)).await;
+    let (p1, b1) = c.net.traffic();
+    let pps = (p1 - p0) as f64 / n as f64 / window;
+    let bps = (b1 - b0) as f64 / n as f64 / window;
+
+    // Dissemination: a newcomer joins member 0; every member must learn it.
+    let rxs: Vec<_> = c.hs.iter().skip(1).map(Handle::subscribe).collect();
+    let (t, rx) = c.net.attach(addr(n));
+    let newcomer = gossip::start(cfg(n), t, rx);
+    let name = format!("n{n}");
+    let join = tokio::spawn({
+        let h = newcomer.clone();
+        async move { h.join(&[addr(0)]).await }
+    });
+    let mut dis = times(rxs, |e| matches!(e, Event::Join(m) if m.name == name), Duration::from_secs(60)).await;
+    let _ = join.await;
+    // Theory: an epidemic with fan-out g every gossip interval covers N in
+    // about log(N)/log(g+1) rounds.
+    let rounds = ((n as f64).ln() / ((base.gossip_nodes + 1) as f64).ln()).ceil();
+    let dis_theory = rounds * base.gossip_interval.as_secs_f64();
+    let (dm, dp, dmiss) = stats(&mut dis);
+
+    // Detection: member n-1 crashes; everyone else must declare it dead.
+    let victim = format!("n{}", n - 1);
+    let rxs: Vec<_> = c.hs.iter().take(n - 1).map(Handle::subscribe).collect();
+    c.net.detach(addr(n - 1));
+    c.hs[n - 1].stop().await;
+    let mut det = times(rxs, |e| matches!(e, Event::Fail(m) if m.name == victim), Duration::from_secs(600)).await;
+    // memberlist: probed within about one interval, probe timeout, then the
+    // suspicion timeout shrunk to its minimum by independent confirmations.
+    let det_theory = base.probe_interval.as_secs_f64()
+        + base.probe_timeout.as_secs_f64()
+        + gossip::config::suspicion_timeout(base.suspicion_mult, n, base.probe_interval).as_secs_f64();
+    let (tm, tp, tmiss) = stats(&mut det);
+    println!(
+        "| {n} | {:.2} s / {:.2} s (theory {:.2} s): {:.2}x / {:.2}x{} | {:.2} s / {:.2} s (theory {:.2} s): {:.2}x / {:.2}x{} | {pps:.1} | {bps:.0} |",
+        dm,
+        dp,
+        dis_theory,
+        dm / dis_theory,
+        dp / dis_theory,
+        if dmiss > 0 { format!(", {dmiss} never") } else { String::new() },
+        tm,
+        tp,
+        det_theory,
+        tm / det_theory,
+        tp / det_theory,
+        if tmiss > 0 { format!(", {tmiss} never") } else { String::new() },
+    );
+    for h in c.hs.iter().chain(std::iter::once(&newcomer)) {
+        h.stop().await;
+    }
+}
+
+async fn false_positives(n: usize, minutes: u64, loss: f64, delay: Duration) {
+    let c = build(n, loss, delay).await;
+    // One member answers late, as with a saturated CPU: 300 ms each way
+    // (probe timeout 500 ms, so direct probes of it often time out).
+    c.net.slow(addr(1), Duration::from_millis(300));
+    let rxs: Vec<_> = c.hs.iter().map(Handle::subscribe).collect();
+    tokio::time::sleep(Duration::from_secs(minutes * 60)).await;
+    let mut fps = 0;
+    for mut rx in rxs {
+        while let Ok(e) = rx.try_recv() {
+            if matches!(e, Event::Fail(_)) {
+                fps += 1;
+            }
+        }
+    }
+    println!(
+        "\n- false positives: **{fps}** members declared dead over {minutes} virtual minutes, N = {n}, one member slowed by 300 ms each way, loss {:.1}%",
+        loss * 100.0
+    );
+    for h in &c.hs {
+        h.stop().await;
+    }
+}
+
+fn arg(name: &str) -> Option<String> {
+    let a: Vec<String> = std::env::args().collect();
+    a.iter().position(|x| x == name).and_then(|i| a.get(i + 1).cloned())
+}
+
+fn main() {
+    let nodes: Vec<usize> =
+        arg("--nodes").unwrap_or_else(|| "100,200".into()).split(',').filter_map(|s| s.parse().ok()).collect();
+    let loss: f64 = arg("--loss").and_then(|s| s.parse().ok()).unwrap_or(0.01);
+    let delay = Duration::from_millis(arg("--delay-ms").and_then(|s| s.parse().ok()).unwrap_or(1));
+    let minutes: u64 = arg("--fp-minutes").and_then(|s| s.parse().ok()).unwrap_or(10);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("runtime");
+    let wall = std::time::Instant::now();
+    println!("### gossip simulator (virtual time; loss {:.1}%, one-way delay {delay:?}, LAN timers)\n", loss * 100.0);
+    println!(
+        "| N | dissemination mean / p99 vs theory | detection mean / p99 vs theory | packets/member/s | bytes/member/s |"
+    );
+    println!("|---|---|---|---|---|");
+    rt.block_on(async {
+        for n in &nodes {
+            run_n(*n, loss, delay).await;
+        }
+        if minutes > 0
+            && let Some(n) = nodes.first()
+        {
+            false_positives(*n, minutes, loss, delay).await;
+        }
+    });
+    println!("- wall time: {:.0} s", wall.elapsed().as_secs_f64());
+}
