@@ -27,6 +27,28 @@ fn docker(n: &Node, args: &[&str]) -> Option<Output> {
     out
 }
 
+/// Runs `docker -H <node> ARGS` on a terminal (`script` gives the client the
+/// one `-t` wants), types `input`, then closes it; bounded.
+fn on_a_terminal(n: &Node, args: &str, input: &str) -> Output {
+    use std::io::Write;
+    let docker_bin = integration::bins::docker().expect("docker client");
+    let line = format!("{} -H {} {args}", docker_bin.display(), n.host());
+    let mut child = n
+        .command("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("DOCKER_CONFIG", n.dir.join("docker-config"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(stdin);
+    integration::output_within(child, Duration::from_secs(30))
+}
+
 fn container_cgroups(n: &Node) -> usize {
     let Ok(layout) = netd::runtime::cgroup::detect() else { return 0 };
     layout
@@ -385,26 +407,8 @@ fn docker_exec_with_tty_and_stdin() {
     ok(out);
     let docker_bin = integration::bins::docker().unwrap();
     let cfg = n.dir.join("docker-config");
-    // `script` gives the docker client the terminal `-t` wants; what we type
-    // goes through the pty netd opened inside the container.
-    let interactive = |input: &str, cmd: &str| -> Output {
-        let line = format!("{} -H {} exec -it box {cmd}", docker_bin.display(), n.host());
-        let mut child = n
-            .command("script")
-            .args(["-qec", &line, "/dev/null"])
-            .env("DOCKER_CONFIG", &cfg)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(input.as_bytes()).unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
-        drop(stdin);
-        integration::output_within(child, Duration::from_secs(30))
-    };
+    // What we type goes through the pty netd opened inside the container.
+    let interactive = |input: &str, cmd: &str| on_a_terminal(n, &format!("exec -it box {cmd}"), input);
     let out = interactive("", "sh -c 'tty; stty size; exit 3'");
     let t = text(&out);
     assert_eq!(out.status.code(), Some(3), "{t}");
@@ -496,25 +500,7 @@ fn docker_run_with_tty_and_stdin() {
         return;
     };
     let cfg = n.dir.join("docker-config");
-    // `docker run -it` needs a terminal on the client side: `script` gives one.
-    let interactive = |input: &str, args: &str| -> Output {
-        let line = format!("{} -H {} run -it --rm {args}", docker_bin.display(), n.host());
-        let mut child = n
-            .command("script")
-            .args(["-qec", &line, "/dev/null"])
-            .env("DOCKER_CONFIG", &cfg)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(input.as_bytes()).unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
-        drop(stdin);
-        integration::output_within(child, Duration::from_secs(30))
-    };
+    let interactive = |input: &str, args: &str| on_a_terminal(n, &format!("run -it --rm {args}"), input);
     let out = interactive("", "busybox sh -c 'tty; exit 3'");
     let t = text(&out);
     assert_eq!(out.status.code(), Some(3), "{t}");

@@ -106,8 +106,11 @@ pub async fn start(cfg: &GossipConfig, hostname: &str, node_id: &str) -> Result<
                         return;
                     }
                     Err(gossip::GossipError::NameClash(n, at)) => {
-                        tracing::error!(node = %n, other = %at, "another member already uses this node name: set node-name");
-                        return;
+                        // Kept retrying: it may be this node's own previous
+                        // life at an old address, about to be declared dead.
+                        tracing::error!(node = %n, other = %at, retry_in = ?delay, "another live member uses this node name: set node-name if it is not this node's previous address");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(30));
                     }
                     Err(gossip::GossipError::Stopped) => return,
                     Err(e) => {

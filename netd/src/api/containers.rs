@@ -755,21 +755,12 @@ fn forward_input(rt: Arc<Runtime>, c: ContainerRecord) -> tokio::sync::mpsc::Sen
     tx
 }
 
-#[derive(Deserialize, Default)]
-struct ResizeQuery {
-    h: Option<u16>,
-    w: Option<u16>,
-}
-
 pub(super) async fn resize(
     State(st): State<AppState>,
     Path(id): Path<String>,
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
-    let q: ResizeQuery = query(&uri)?;
-    let (Some(h), Some(w)) = (q.h, q.w) else {
-        return Err(ApiError::BadRequest("resize needs h and w (rows and columns)".into()));
-    };
+    let (h, w) = super::resize_dims(&uri)?;
     let rt = st.runtime.clone();
     tokio::task::spawn_blocking(move || rt.resize(&id, h, w))
         .await

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::{ApiError, AppState, frame, json_body, query};
+use super::{ApiError, AppState, frame, json_body};
 
 #[derive(Deserialize, Default)]
 struct ExecBody {
@@ -198,21 +198,12 @@ pub(super) async fn start(
     Ok(resp)
 }
 
-#[derive(Deserialize, Default)]
-struct ResizeQuery {
-    h: Option<u16>,
-    w: Option<u16>,
-}
-
 pub(super) async fn resize(
     State(st): State<AppState>,
     Path(id): Path<String>,
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
-    let q: ResizeQuery = query(&uri)?;
-    let (Some(h), Some(w)) = (q.h, q.w) else {
-        return Err(ApiError::BadRequest("resize needs h and w (rows and columns)".into()));
-    };
+    let (h, w) = super::resize_dims(&uri)?;
     st.runtime.exec_resize(&id, h, w)?;
     Ok(StatusCode::OK)
 }

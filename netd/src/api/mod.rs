@@ -59,6 +59,21 @@ pub struct Ctx {
     pub networks_json: std::sync::RwLock<(u64, Bytes)>,
 }
 
+#[derive(serde::Deserialize, Default)]
+struct ResizeQuery {
+    h: Option<u16>,
+    w: Option<u16>,
+}
+
+/// `?h=ROWS&w=COLS` of the container and exec resize endpoints.
+fn resize_dims(uri: &axum::http::Uri) -> Result<(u16, u16), ApiError> {
+    let q: ResizeQuery = query(uri)?;
+    match (q.h, q.w) {
+        (Some(h), Some(w)) => Ok((h, w)),
+        _ => Err(ApiError::BadRequest("resize needs h and w (rows and columns)".into())),
+    }
+}
+
 /// Shared handler state.
 pub type AppState = Arc<Ctx>;
 
