@@ -825,6 +825,7 @@ impl Engine {
     }
 
     async fn merge(&mut self, states: Vec<PushNodeState>) -> Result<(), GossipError> {
+        let mut clash = None;
         for s in states {
             let Some(addr) = addr_of(&s.addr, s.port) else { continue };
             match s.state {
@@ -839,8 +840,10 @@ impl Engine {
                     };
                     if a.node == self.cfg.name && addr != self.cfg.advertise && a.incarnation > 0 && !self.leaving {
                         // Another process claims our name: refuse it loudly (memberlist logs a conflict).
+                        // The rest of the state still merges; the caller hears of it.
                         tracing::warn!(node = %a.node, other = %addr, "another member uses this node name");
-                        return Err(GossipError::NameClash(a.node, addr));
+                        clash = Some(GossipError::NameClash(a.node, addr));
+                        continue;
                     }
                     self.alive(a).await;
                 }
@@ -855,7 +858,7 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        clash.map_or(Ok(()), Err)
     }
 
     async fn packet(&mut self, data: &[u8], from: SocketAddr) {

@@ -295,43 +295,42 @@ fn start(t: MsgType) -> Writer {
     Writer { buf: vec![t as u8] }
 }
 
+/// The optional `SourceAddr`/`SourcePort`/`SourceNode` of pings (omitempty in Go).
+type Source<'a> = (&'a Option<Vec<u8>>, Option<u16>, &'a Option<String>);
+
+fn source_count((a, p, n): Source<'_>) -> usize {
+    usize::from(a.is_some()) + usize::from(p.is_some()) + usize::from(n.is_some())
+}
+
+fn source_fields(w: &mut Writer, (a, p, n): Source<'_>) {
+    if let Some(a) = a {
+        w.key("SourceAddr").raw(a);
+    }
+    if let Some(p) = p {
+        w.key("SourcePort").uint(p.into());
+    }
+    if let Some(n) = n {
+        w.key("SourceNode").raw(n.as_bytes());
+    }
+}
+
 /// Encodes a message as memberlist does (type byte + msgpack map).
 pub fn encode_message(m: &Message) -> Vec<u8> {
     match m {
         Message::Ping(p) => {
             let mut w = start(MsgType::Ping);
-            let extra = usize::from(p.source_addr.is_some())
-                + usize::from(p.source_port.is_some())
-                + usize::from(p.source_node.is_some());
-            w.map(2 + extra).key("SeqNo").uint(p.seq_no.into()).key("Node").raw(p.node.as_bytes());
-            if let Some(a) = &p.source_addr {
-                w.key("SourceAddr").raw(a);
-            }
-            if let Some(port) = p.source_port {
-                w.key("SourcePort").uint(port.into());
-            }
-            if let Some(n) = &p.source_node {
-                w.key("SourceNode").raw(n.as_bytes());
-            }
+            let src = (&p.source_addr, p.source_port, &p.source_node);
+            w.map(2 + source_count(src)).key("SeqNo").uint(p.seq_no.into()).key("Node").raw(p.node.as_bytes());
+            source_fields(&mut w, src);
             w.buf
         }
         Message::IndirectPing(p) => {
             let mut w = start(MsgType::IndirectPing);
-            let extra = usize::from(p.source_addr.is_some())
-                + usize::from(p.source_port.is_some())
-                + usize::from(p.source_node.is_some());
-            w.map(5 + extra);
+            let src = (&p.source_addr, p.source_port, &p.source_node);
+            w.map(5 + source_count(src));
             w.key("SeqNo").uint(p.seq_no.into()).key("Target").raw(&p.target).key("Port").uint(p.port.into());
             w.key("Node").raw(p.node.as_bytes()).key("Nack").bool(p.nack);
-            if let Some(a) = &p.source_addr {
-                w.key("SourceAddr").raw(a);
-            }
-            if let Some(port) = p.source_port {
-                w.key("SourcePort").uint(port.into());
-            }
-            if let Some(n) = &p.source_node {
-                w.key("SourceNode").raw(n.as_bytes());
-            }
+            source_fields(&mut w, src);
             w.buf
         }
         Message::Ack(a) => {

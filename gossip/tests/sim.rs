@@ -37,21 +37,36 @@ async fn within(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> Duration {
     start.elapsed()
 }
 
+/// Whether every member in `hs` passes `f`.
+async fn every(hs: &[Handle], mut f: impl AsyncFnMut(&Handle) -> bool) -> bool {
+    for h in hs {
+        if !f(h).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Every member sees `n` members, all alive.
+async fn all_alive(hs: &[Handle], n: usize) -> bool {
+    every(hs, async |h| {
+        let s = states(h).await;
+        s.len() == n && s.iter().all(|s| *s == MemberState::Alive)
+    })
+    .await
+}
+
+/// Every member in `hs` sees `node` in `state`.
+async fn all_see(hs: &[Handle], node: &str, state: MemberState) -> bool {
+    every(hs, async |h| view(h).await.iter().any(|(n, s, _)| n == node && *s == state)).await
+}
+
 async fn cluster(net: &MemNetwork, n: usize) -> Vec<Handle> {
     let hs: Vec<Handle> = (0..n).map(|i| member(net, i)).collect();
     for h in &hs[1..] {
         h.join(&[addr(0)]).await.unwrap();
     }
-    within(Duration::from_secs(10), async || {
-        for h in &hs {
-            let s = states(h).await;
-            if s.len() != n || s.iter().any(|s| *s != MemberState::Alive) {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    within(Duration::from_secs(10), async || all_alive(&hs, n).await).await;
     hs
 }
 
@@ -87,15 +102,7 @@ async fn a_crashed_member_is_declared_dead_within_the_suspicion_bound() {
     }
     assert!(failed, "a Fail event");
     // Everyone else agrees.
-    within(Duration::from_secs(10), async || {
-        for h in &hs[1..4] {
-            if !view(h).await.iter().any(|(n, s, _)| n == "n4" && *s == MemberState::Dead) {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    within(Duration::from_secs(10), async || all_see(&hs[1..4], "n4", MemberState::Dead).await).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -124,15 +131,7 @@ async fn a_graceful_leave_is_seen_as_left() {
     let net = MemNetwork::default();
     let hs = cluster(&net, 4).await;
     hs[3].leave().await.unwrap();
-    within(Duration::from_secs(5), async || {
-        for h in &hs[..3] {
-            if !view(h).await.iter().any(|(n, s, _)| n == "n3" && *s == MemberState::Left) {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    within(Duration::from_secs(5), async || all_see(&hs[..3], "n3", MemberState::Left).await).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -150,16 +149,7 @@ async fn a_partition_heals() {
         net.partition(addr(i), addr(3), false);
     }
     // Gossip to the dead (30 s) carries the news both ways; refutations follow.
-    within(Duration::from_secs(60), async || {
-        for h in &hs {
-            let s = states(h).await;
-            if s.len() != 4 || s.iter().any(|s| *s != MemberState::Alive) {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    within(Duration::from_secs(60), async || all_alive(&hs, 4).await).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -245,17 +235,8 @@ async fn tables_replicate_within_their_scope_only() {
     hs[1].table_put("ep", "net1", "c2", b"10.0.0.3".to_vec()).await.unwrap();
     hs[2].table_put("ep", "", "everyone", b"x".to_vec()).await.unwrap();
     within(Duration::from_secs(5), async || {
-        for h in &hs[..3] {
-            if keys_of(h, "net1").await != ["c1", "c2"] {
-                return false;
-            }
-        }
-        for h in &hs {
-            if keys_of(h, "").await != ["everyone"] {
-                return false;
-            }
-        }
-        true
+        every(&hs[..3], async |h| keys_of(h, "net1").await == ["c1", "c2"]).await
+            && every(&hs, async |h| keys_of(h, "").await == ["everyone"]).await
     })
     .await;
     // Nodes outside the scope never saw its entries.
@@ -272,15 +253,7 @@ async fn tables_replicate_within_their_scope_only() {
     hs[3].scope("net1", true).await.unwrap();
     within(Duration::from_secs(5), async || keys_of(&hs[3], "net1").await == ["c1", "c2"]).await;
     hs[0].table_delete("ep", "net1", "c1").await.unwrap();
-    within(Duration::from_secs(5), async || {
-        for h in &hs[..4] {
-            if keys_of(h, "net1").await != ["c2"] {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    within(Duration::from_secs(5), async || every(&hs[..4], async |h| keys_of(h, "net1").await == ["c2"]).await).await;
 }
 
 #[tokio::test(start_paused = true)]
