@@ -98,6 +98,8 @@ enum Cmd {
     SyncFailed(String),
     /// Drops pending membership broadcasts (after a preload).
     Quiet,
+    /// Full table syncs with this many random members.
+    SyncRandom(usize),
 }
 
 /// The keyring when encryption is on (shared with the [`Handle`] for rotation).
@@ -145,6 +147,8 @@ impl Handle {
         if ok == 0 {
             return Err(GossipError::Join(seeds.len(), last));
         }
+        // Bulk table sync with a couple of members, as NetworkDB does on join.
+        let _ = self.cmd.send(Cmd::SyncRandom(2)).await;
         Ok(ok)
     }
 
@@ -618,9 +622,13 @@ impl Engine {
                         let e = self.tables.write(SCOPES, "", &sc, join.then(Vec::new), Instant::now());
                         self.table_changed(e, None);
                         if join {
-                            // Full sync with a few members that already joined it.
+                            // Full sync with a few members that already joined it
+                            // (or any members: a sync returns the scopes both share).
                             let mut peers: Vec<String> = self.tables.members_of(&sc).into_iter().filter(|n| *n != self.cfg.name).collect();
                             peers.shuffle(&mut rand::rng());
+                            if peers.is_empty() {
+                                self.sync_random(2);
+                            }
                             for p in peers.into_iter().take(2) {
                                 self.want_sync(&p);
                             }
@@ -644,6 +652,7 @@ impl Engine {
                     Some(Cmd::Quiet) => {
                         self.queue.clear();
                     }
+                    Some(Cmd::SyncRandom(n)) => self.sync_random(n),
                 },
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = Instant::now();
@@ -701,17 +710,27 @@ impl Engine {
     }
 
     /// Applies a replicated entry; re-broadcasts it if it changed anything.
+    /// (Full syncs are the joiner's job, as NetworkDB's bulk sync: a node
+    /// that joins a scope, or the cluster, syncs with a few members; the
+    /// others do not all sync back, which would cost O(N) syncs per join.)
     fn apply_entry(&mut self, e: Entry) {
-        let joined_scope =
-            (e.table == SCOPES && !e.deleted && e.owner != self.cfg.name).then(|| (e.owner.clone(), e.key.clone()));
         if let Some(ev) = self.tables.apply(e.clone(), Instant::now()) {
             self.table_changed(e, Some(ev));
-            // Someone joined a scope we are in: sync it with them.
-            if let Some((node, scope)) = joined_scope
-                && self.tables.scopes_of(&self.cfg.name).contains(&scope)
-            {
-                self.want_sync(&node);
-            }
+        }
+    }
+
+    /// Full table syncs with up to `n` random live members.
+    fn sync_random(&mut self, n: usize) {
+        let mut peers: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|x| x.m.name != self.cfg.name && x.m.state == MemberState::Alive)
+            .map(|x| x.m.name.clone())
+            .filter(|name| !self.unsyncable.contains(name))
+            .collect();
+        peers.shuffle(&mut rand::rng());
+        for p in peers.into_iter().take(n) {
+            self.want_sync(&p);
         }
     }
 
@@ -1001,6 +1020,7 @@ impl Engine {
         }
         let now = Instant::now();
         let meta = a.meta.clone().unwrap_or_default();
+        let mut rejoined = false;
         let (event, changed) = match self.nodes.get_mut(&a.node) {
             None => {
                 let m = Member {
@@ -1033,6 +1053,7 @@ impl Engine {
                     n.since = now;
                 }
                 let m = n.m.clone();
+                rejoined = dead;
                 let ev = if dead {
                     Some(Event::Join(m))
                 } else if meta_changed {
@@ -1044,8 +1065,8 @@ impl Engine {
             }
         };
         self.suspicions.remove(&a.node);
-        if matches!(event, Some(Event::Join(_))) {
-            // New, or back from the dead (a healed partition): full table sync.
+        if rejoined {
+            // Back from the dead (a healed partition): full table sync.
             self.tables.owner_back(&a.node);
             self.unsyncable.remove(&a.node);
             let node = a.node.clone();
@@ -1285,8 +1306,8 @@ impl Engine {
             peers.shuffle(&mut rand::rng());
             peers.truncate(self.cfg.gossip_nodes);
             if peers.is_empty() {
-                // Nobody else in the scope (yet): nothing to send, keep nothing.
-                self.table_queue.retain(|q| q.0 != scope);
+                // Nobody else known in the scope yet: keep the messages
+                // (the queue is bounded) until someone is.
                 continue;
             }
             let mut budget = self.cfg.udp_buffer_size.saturating_sub(64);

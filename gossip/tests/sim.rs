@@ -66,7 +66,18 @@ async fn cluster(net: &MemNetwork, n: usize) -> Vec<Handle> {
     for h in &hs[1..] {
         h.join(&[addr(0)]).await.unwrap();
     }
-    within(Duration::from_secs(10), async || all_alive(&hs, n).await).await;
+    let limit = Duration::from_secs(10);
+    let start = tokio::time::Instant::now();
+    while !all_alive(&hs, n).await {
+        if start.elapsed() > limit {
+            let mut views = Vec::new();
+            for h in &hs {
+                views.push(view(h).await);
+            }
+            panic!("no convergence within {limit:?}: {views:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     hs
 }
 
