@@ -50,6 +50,9 @@ pub struct Config {
     pub tombstone_ttl: Duration,
     /// Entries of a member declared dead or left go away after this grace.
     pub owner_grace: Duration,
+    /// When a probe over UDP goes unanswered, also ping the member over TCP
+    /// (memberlist's default; its `DisableTcpPings` is the opposite).
+    pub tcp_pings: bool,
 }
 
 impl Config {
@@ -78,6 +81,7 @@ impl Config {
             keyring: None,
             tombstone_ttl: Duration::from_secs(300),
             owner_grace: Duration::from_secs(60),
+            tcp_pings: true,
         }
     }
 

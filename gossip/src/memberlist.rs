@@ -100,6 +100,8 @@ enum Cmd {
     Quiet,
     /// Full table syncs with this many random members.
     SyncRandom(usize),
+    /// A fallback ping over TCP was acked (probe sequence number).
+    TcpAck(u32),
 }
 
 /// The keyring when encryption is on (shared with the [`Handle`] for rotation).
@@ -241,7 +243,7 @@ impl Handle {
             s.flush().await?;
             match read_stream(&mut s, &self.keys, &self.stats).await? {
                 StreamMsg::Tables(_, e) => Ok(e),
-                StreamMsg::PushPull(_) => Err(bad_data("answered a table sync with a push-pull")),
+                _ => Err(bad_data("answered a table sync with something else")),
             }
         };
         let theirs = tokio::time::timeout(self.cfg.tcp_timeout, io)
@@ -275,7 +277,7 @@ impl Handle {
             s.flush().await?;
             match read_stream(&mut s, &self.keys, &self.stats).await? {
                 StreamMsg::PushPull(n) => Ok(n),
-                StreamMsg::Tables(..) => Err(bad_data("answered a push-pull with a table sync")),
+                _ => Err(bad_data("answered a push-pull with something else")),
             }
         };
         let remote = tokio::time::timeout(self.cfg.tcp_timeout, io)
@@ -284,6 +286,19 @@ impl Handle {
         let (tx, rx) = oneshot::channel();
         self.cmd.send(Cmd::Merge(remote, Some(tx))).await.map_err(|_| GossipError::Stopped)?;
         rx.await.map_err(|_| GossipError::Stopped)?
+    }
+
+    /// memberlist's `sendPingAndWaitForAck`: one ping over a TCP stream,
+    /// answered by an ack with the same sequence number.
+    async fn tcp_ping(&self, to: SocketAddr, ping: Vec<u8>, seq: u32) -> Result<(), GossipError> {
+        let mut s = self.transport.connect(to).await?;
+        s.write_all(&seal_stream(&self.keys, ping)).await?;
+        s.flush().await?;
+        match read_stream(&mut s, &self.keys, &self.stats).await? {
+            StreamMsg::Ack(got) if got == seq => Ok(()),
+            StreamMsg::Ack(got) => Err(bad_data(&format!("ack over TCP for ping {got}, expected {seq}"))),
+            _ => Err(bad_data("answered a ping over TCP with something else")),
+        }
     }
 }
 
@@ -303,6 +318,10 @@ enum StreamMsg {
     PushPull(Vec<PushNodeState>),
     /// A table sync: the sender's name and its entries.
     Tables(String, Vec<Entry>),
+    /// A ping over TCP (memberlist's fallback when UDP probes fail).
+    Ping(wire::Ping),
+    /// The answer to a ping over TCP.
+    Ack(u32),
 }
 
 /// First byte of a table-sync stream frame: `[0xAB][u32 name len][name][u32
@@ -400,6 +419,15 @@ async fn read_stream(
         } else {
             buf.to_vec()
         };
+        if plain[0] == MsgType::Ping as u8 || plain[0] == MsgType::Ack as u8 {
+            match wire::decode_message(&plain) {
+                Ok(Message::Ping(p)) => return Ok(StreamMsg::Ping(p)),
+                Ok(Message::Ack(a)) => return Ok(StreamMsg::Ack(a.seq_no)),
+                Ok(_) => return Err(bad_data("unexpected message on a stream")),
+                Err(wire::WireError::Msgpack(crate::msgpack::DecodeError::Truncated(_))) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
         if plain[0] != MsgType::PushPull as u8 {
             return Err(wire::WireError::Unexpected(MsgType::from_byte(plain[0]).unwrap_or(MsgType::Err)).into());
         }
@@ -437,6 +465,11 @@ struct Probe {
     target: String,
     indirect_at: Option<Instant>,
     acked: bool,
+    /// The target answered a ping over TCP only (UDP to it is failing).
+    tcp_acked: bool,
+    /// When the direct ping left: the TCP fallback's deadline is one probe
+    /// interval after it, as memberlist's.
+    sent: Instant,
 }
 
 struct Relay {
@@ -473,6 +506,8 @@ struct Engine {
     /// Members a table sync failed with (not netd, or unreachable): only a
     /// sync they start, or a rejoin, clears it.
     unsyncable: HashSet<String>,
+    /// Fallback pings over TCP to run: (seq, target, ping message, deadline).
+    tcp_pings: Vec<(u32, SocketAddr, Vec<u8>, Instant)>,
 }
 
 /// Starts a member on `transport`, reading what `inbound` delivers.
@@ -535,6 +570,7 @@ pub fn start_with(
         table_queue: Vec::new(),
         sync_wanted: Vec::new(),
         unsyncable: HashSet::new(),
+        tcp_pings: Vec::new(),
     };
     let handle = Handle { cmd: cmd_tx.clone(), events, transport, cfg, keys, stats, table_events };
     let h2 = handle.clone();
@@ -573,6 +609,18 @@ impl Engine {
         let e = self.tables.write(SCOPES, "", "", Some(Vec::new()), Instant::now());
         self.table_changed(e, None);
         loop {
+            for (seq, to, ping, deadline) in std::mem::take(&mut self.tcp_pings) {
+                let h = handle.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout_at(deadline, h.tcp_ping(to, ping, seq)).await {
+                        Ok(Ok(())) => {
+                            let _ = h.cmd.send(Cmd::TcpAck(seq)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%to, error = %e, "fallback ping over TCP failed"),
+                        Err(_) => tracing::debug!(%to, "fallback ping over TCP timed out"),
+                    }
+                });
+            }
             for (peer, addr) in std::mem::take(&mut self.sync_wanted) {
                 let h = handle.clone();
                 tokio::spawn(async move {
@@ -653,6 +701,11 @@ impl Engine {
                         self.queue.clear();
                     }
                     Some(Cmd::SyncRandom(n)) => self.sync_random(n),
+                    Some(Cmd::TcpAck(seq)) => {
+                        if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) {
+                            p.tcp_acked = true;
+                        }
+                    }
                 },
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = Instant::now();
@@ -1176,9 +1229,23 @@ impl Engine {
             .probe
             .as_ref()
             .filter(|p| !p.acked && p.indirect_at.is_some_and(|t| t <= now))
-            .map(|p| (p.seq, p.target.clone()));
-        if let Some((seq, target)) = pending {
+            .map(|p| (p.seq, p.target.clone(), p.sent));
+        if let Some((seq, target, sent)) = pending {
             let Some(t) = self.nodes.get(&target).map(|n| n.m.clone()) else { return };
+            // And try the target directly over TCP, as memberlist does for
+            // members speaking protocol 3 or later: a member cut off from
+            // UDP only is not declared dead (and does not flap).
+            if self.cfg.tcp_pings && t.vsn[1] >= 3 {
+                let me = self.me().clone();
+                let ping = wire::encode_message(&Message::Ping(wire::Ping {
+                    seq_no: seq,
+                    node: t.name.clone(),
+                    source_addr: Some(ip_bytes(me.addr)),
+                    source_port: Some(me.addr.port()),
+                    source_node: Some(me.name.clone()),
+                }));
+                self.tcp_pings.push((seq, t.addr, ping, sent + self.cfg.probe_interval));
+            }
             let mut helpers: Vec<SocketAddr> = self
                 .nodes
                 .values()
@@ -1219,6 +1286,13 @@ impl Engine {
         if let Some(p) = self.probe.take()
             && !p.acked
         {
+            if p.tcp_acked {
+                // memberlist's verdict too: alive, but the network between
+                // us drops UDP; no suspicion, no penalty to our health.
+                tracing::warn!(node = %p.target, "reached over TCP but UDP probes failed: network may be misconfigured");
+                self.nack_watch.remove(&p.seq);
+                return self.probe_next().await;
+            }
             // Suspect it, or confirm a suspicion others raised (Lifeguard).
             if let Some(n) =
                 self.nodes.get(&p.target).filter(|n| matches!(n.m.state, MemberState::Alive | MemberState::Suspect))
@@ -1228,6 +1302,11 @@ impl Engine {
                 self.suspect(Accusation { incarnation: inc, node: p.target, from }).await;
             }
         }
+        self.probe_next().await
+    }
+
+    /// Pings the next member in the (shuffled, round-robin) probe order.
+    async fn probe_next(&mut self) {
         if self.probe_order.is_empty() {
             let mut names: Vec<String> = self.nodes.keys().filter(|n| **n != self.cfg.name).cloned().collect();
             names.shuffle(&mut rand::rng());
@@ -1250,7 +1329,15 @@ impl Engine {
                 source_node: Some(me.name),
             }));
             let timeout = self.cfg.probe_timeout * (self.awareness + 1);
-            self.probe = Some(Probe { seq, target, indirect_at: Some(Instant::now() + timeout), acked: false });
+            let now = Instant::now();
+            self.probe = Some(Probe {
+                seq,
+                target,
+                indirect_at: Some(now + timeout),
+                acked: false,
+                tcp_acked: false,
+                sent: now,
+            });
             self.send(addr, ping).await;
             return;
         }
@@ -1368,6 +1455,16 @@ async fn serve_stream(h: Handle, mut s: Box<dyn Stream>, from: SocketAddr) {
     let r = tokio::time::timeout(h.cfg.tcp_timeout, async {
         let remote = match read_stream(&mut s, &h.keys, &h.stats).await? {
             StreamMsg::PushPull(n) => n,
+            StreamMsg::Ping(p) => {
+                if !p.node.is_empty() && p.node != h.cfg.name {
+                    return Err(bad_data(&format!("ping over TCP for {}, but this member is {}", p.node, h.cfg.name)));
+                }
+                let ack = wire::encode_message(&Message::Ack(wire::Ack { seq_no: p.seq_no, payload: None }));
+                s.write_all(&seal_stream(&h.keys, ack)).await?;
+                s.flush().await?;
+                return Ok(());
+            }
+            StreamMsg::Ack(_) => return Err(bad_data("an ack nobody asked for")),
             StreamMsg::Tables(peer, entries) => {
                 let (tx, rx) = oneshot::channel();
                 h.cmd.send(Cmd::TableSync(peer, entries, Some(tx))).await.map_err(|_| GossipError::Stopped)?;

@@ -93,6 +93,8 @@ struct Hub {
     nodes: HashMap<SocketAddr, mpsc::Sender<Inbound>>,
     /// Pairs that cannot talk (either direction).
     cut: BTreeSet<(SocketAddr, SocketAddr)>,
+    /// Links that drop packets (UDP) but carry streams (TCP).
+    packets_cut: BTreeSet<(SocketAddr, SocketAddr)>,
     /// Share of packets lost (0..1).
     loss: f64,
     /// One-way delay of every packet.
@@ -148,20 +150,33 @@ impl MemNetwork {
     /// Cuts (`true`) or heals the link between two members.
     pub fn partition(&self, a: SocketAddr, b: SocketAddr, cut: bool) {
         let mut h = self.hub.lock().unwrap_or_else(|p| p.into_inner());
-        let key = if a < b { (a, b) } else { (b, a) };
-        if cut {
-            h.cut.insert(key);
-        } else {
-            h.cut.remove(&key);
-        }
+        set_link(&mut h.cut, a, b, cut);
+    }
+
+    /// Drops packets (`true`) between two members while streams still pass,
+    /// as a firewall that blocks UDP only would.
+    pub fn block_packets(&self, a: SocketAddr, b: SocketAddr, cut: bool) {
+        let mut h = self.hub.lock().unwrap_or_else(|p| p.into_inner());
+        set_link(&mut h.packets_cut, a, b, cut);
+    }
+}
+
+fn link(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    if a < b { (a, b) } else { (b, a) }
+}
+
+fn set_link(set: &mut BTreeSet<(SocketAddr, SocketAddr)>, a: SocketAddr, b: SocketAddr, cut: bool) {
+    if cut {
+        set.insert(link(a, b));
+    } else {
+        set.remove(&link(a, b));
     }
 }
 
 impl MemTransport {
     fn route(&self, to: SocketAddr) -> Option<mpsc::Sender<Inbound>> {
         let h = self.hub.lock().unwrap_or_else(|p| p.into_inner());
-        let key = if self.me < to { (self.me, to) } else { (to, self.me) };
-        if h.cut.contains(&key) {
+        if h.cut.contains(&link(self.me, to)) {
             return None;
         }
         h.nodes.get(&to).cloned()
@@ -173,7 +188,7 @@ impl MemTransport {
         let c = h.sent.entry(self.me).or_default();
         c.0 += 1;
         c.1 += len as u64;
-        if h.loss > 0.0 && rand::random::<f64>() < h.loss {
+        if h.packets_cut.contains(&link(self.me, to)) || (h.loss > 0.0 && rand::random::<f64>() < h.loss) {
             return None;
         }
         let extra = h.slow.get(&to).copied().unwrap_or_default() + h.slow.get(&self.me).copied().unwrap_or_default();

@@ -14,8 +14,14 @@ fn addr(i: usize) -> SocketAddr {
 }
 
 fn member(net: &MemNetwork, i: usize) -> Handle {
+    member_with(net, i, |_| {})
+}
+
+fn member_with(net: &MemNetwork, i: usize, tune: impl Fn(&mut Config)) -> Handle {
     let (t, rx) = net.attach(addr(i));
-    gossip::start(Config::lan(&format!("n{i}"), addr(i)), t, rx)
+    let mut cfg = Config::lan(&format!("n{i}"), addr(i));
+    tune(&mut cfg);
+    gossip::start(cfg, t, rx)
 }
 
 async fn view(h: &Handle) -> Vec<(String, MemberState, u32)> {
@@ -62,7 +68,11 @@ async fn all_see(hs: &[Handle], node: &str, state: MemberState) -> bool {
 }
 
 async fn cluster(net: &MemNetwork, n: usize) -> Vec<Handle> {
-    let hs: Vec<Handle> = (0..n).map(|i| member(net, i)).collect();
+    cluster_with(net, n, |_| {}).await
+}
+
+async fn cluster_with(net: &MemNetwork, n: usize, tune: impl Fn(&mut Config)) -> Vec<Handle> {
+    let hs: Vec<Handle> = (0..n).map(|i| member_with(net, i, &tune)).collect();
     for h in &hs[1..] {
         h.join(&[addr(0)]).await.unwrap();
     }
@@ -161,6 +171,34 @@ async fn a_partition_heals() {
     }
     // Gossip to the dead (30 s) carries the news both ways; refutations follow.
     within(Duration::from_secs(60), async || all_alive(&hs, 4).await).await;
+}
+
+/// Every packet to and from member 3 is dropped; its streams still pass.
+fn cut_udp_to_last(net: &MemNetwork, n: usize) {
+    for i in 0..n - 1 {
+        net.block_packets(addr(i), addr(n - 1), true);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_reachable_over_tcp_only_is_not_declared_dead() {
+    let net = MemNetwork::default();
+    let hs = cluster(&net, 4).await;
+    cut_udp_to_last(&net, 4);
+    // Suspicion would time out within 4 x 1 s x 6 (max) = 24 s; watch 60 s.
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(all_alive(&hs, 4).await, "a member answering TCP pings was suspected: {:?}", view(&hs[0]).await);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_tcp_pings_a_member_cut_from_udp_is_declared_dead() {
+    // The control for the test above: the same cut is seen without them.
+    let net = MemNetwork::default();
+    let hs = cluster_with(&net, 4, |c| c.tcp_pings = false).await;
+    cut_udp_to_last(&net, 4);
+    within(Duration::from_secs(60), async || all_see(&hs[..3], "n3", MemberState::Dead).await).await;
 }
 
 #[tokio::test(start_paused = true)]

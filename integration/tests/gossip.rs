@@ -2,8 +2,9 @@
 //! agent (it embeds hashicorp/memberlist) runs in one lab node; this test
 //! plays a member in another node using only the `gossip` crate's codec. serf
 //! joins it over TCP (push-pull), probes it over UDP (pings, possibly
-//! compressed or compound), and must list it as alive; when it stops
-//! answering, serf must declare it failed.
+//! compressed or compound), and must list it as alive; when it answers only
+//! serf's fallback pings over TCP it stays alive; when it stops answering,
+//! serf must declare it failed.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
@@ -21,13 +22,14 @@ fn serf_members(n: &integration::Node) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Reads one memberlist stream message (plain or compressed push-pull).
-fn read_push_pull(conn: &mut std::net::TcpStream) -> (wire::PushPullHeader, Vec<PushNodeState>) {
+/// Reads one memberlist stream message (plain or compressed), handing the
+/// plain message to `parse` until it has all it needs (`Some`).
+fn read_stream<T>(conn: &mut std::net::TcpStream, parse: impl Fn(&[u8]) -> Option<T>) -> T {
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let n = conn.read(&mut chunk).expect("serf sends its state");
+        let n = conn.read(&mut chunk).expect("serf sends a message");
         assert!(n > 0, "serf closed the stream early");
         buf.extend_from_slice(&chunk[..n]);
         let plain = match buf[0] {
@@ -40,15 +42,32 @@ fn read_push_pull(conn: &mut std::net::TcpStream) -> (wire::PushPullHeader, Vec<
             },
             _ => buf.clone(),
         };
-        assert_eq!(plain[0], MsgType::PushPull as u8, "a push-pull message");
-        match wire::decode_push_pull(&plain[1..], 1024) {
-            Ok((h, nodes, _user)) => return (h, nodes),
-            Err(WireError::Msgpack(gossip::msgpack::DecodeError::Truncated(_))) | Err(WireError::Compound(_)) => {
-                continue;
-            }
-            Err(e) => panic!("serf's push-pull does not decode: {e}"),
+        if let Some(t) = parse(&plain) {
+            return t;
         }
     }
+}
+
+fn read_push_pull(conn: &mut std::net::TcpStream) -> (wire::PushPullHeader, Vec<PushNodeState>) {
+    read_stream(conn, |plain| {
+        assert_eq!(plain[0], MsgType::PushPull as u8, "a push-pull message");
+        match wire::decode_push_pull(&plain[1..], 1024) {
+            Ok((h, nodes, _user)) => Some((h, nodes)),
+            Err(WireError::Msgpack(gossip::msgpack::DecodeError::Truncated(_))) | Err(WireError::Compound(_)) => None,
+            Err(e) => panic!("serf's push-pull does not decode: {e}"),
+        }
+    })
+}
+
+/// Reads serf's fallback ping over TCP (memberlist sends one when a UDP
+/// probe goes unanswered).
+fn read_tcp_ping(conn: &mut std::net::TcpStream) -> wire::Ping {
+    read_stream(conn, |plain| match wire::decode_message(plain) {
+        Ok(Message::Ping(p)) => Some(p),
+        Ok(m) => panic!("expected a ping over TCP, got {m:?}"),
+        Err(WireError::Msgpack(gossip::msgpack::DecodeError::Truncated(_))) => None,
+        Err(e) => panic!("serf's TCP ping does not decode: {e}"),
+    })
 }
 
 #[test]
@@ -77,7 +96,7 @@ fn serf_joins_probes_and_fails_a_member_speaking_our_wire_format() {
         .spawn()
         .unwrap();
     let ns = std::path::PathBuf::from(format!("/run/netns/{}", us.netns.name));
-    let addr = us.addr;
+    let (addr, s_addr) = (us.addr, s.addr);
     let (tcp, udp) = integration::probe::in_netns(&ns, move || {
         (TcpListener::bind((addr, 7946)).unwrap(), UdpSocket::bind((addr, 7946)).unwrap())
     })
@@ -159,8 +178,39 @@ fn serf_joins_probes_and_fails_a_member_speaking_our_wire_format() {
         assert!(Instant::now() < deadline, "serf does not list us alive after pings: {m}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    // Stop answering: serf's failure detector must declare us failed.
+    // Stop answering over UDP but answer serf's fallback pings over TCP:
+    // memberlist must keep us alive (for longer than its suspicion timeout,
+    // 4 x 1 s here), and our acks over TCP must satisfy it.
     answering.store(false, Ordering::SeqCst);
+    let tcp_answering = Arc::new(AtomicBool::new(true));
+    let tcp_pings = Arc::new(AtomicUsize::new(0));
+    let (ta, tp, td) = (tcp_answering.clone(), tcp_pings.clone(), done.clone());
+    tcp.set_nonblocking(true).unwrap();
+    let tcp_responder = std::thread::spawn(move || {
+        while !td.load(Ordering::SeqCst) {
+            let Ok((mut conn, _)) = tcp.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            conn.set_nonblocking(false).unwrap();
+            let p = read_tcp_ping(&mut conn);
+            assert_eq!(p.node, OURS, "TCP pings name their target");
+            tp.fetch_add(1, Ordering::SeqCst);
+            if ta.load(Ordering::SeqCst) {
+                let ack = wire::encode_message(&Message::Ack(wire::Ack { seq_no: p.seq_no, payload: None }));
+                conn.write_all(&ack).unwrap();
+            }
+        }
+    });
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        let m = serf_members(s);
+        assert!(!m.lines().any(|l| l.starts_with(OURS) && l.contains("failed")), "failed despite TCP acks: {m}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(tcp_pings.load(Ordering::SeqCst) >= 3, "serf sent {} pings over TCP", tcp_pings.load(Ordering::SeqCst));
+    // Stop answering at all: serf's failure detector must declare us failed.
+    tcp_answering.store(false, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(25);
     loop {
         let m = serf_members(s);
@@ -172,9 +222,25 @@ fn serf_joins_probes_and_fails_a_member_speaking_our_wire_format() {
     }
     done.store(true, Ordering::SeqCst);
     responder.join().expect("every packet serf sent decoded");
+    tcp_responder.join().expect("every TCP ping serf sent decoded");
     let kinds = seen.lock().unwrap().clone();
     println!("message kinds received from serf: {kinds:?}");
     assert!(kinds.contains("Ping"), "{kinds:?}");
+    // And our ping over TCP, as our engine sends it, gets serf's ack.
+    let mut conn = integration::probe::in_netns(&ns, move || {
+        std::net::TcpStream::connect_timeout(&SocketAddr::from((s_addr, 7946)), Duration::from_secs(3))
+    })
+    .unwrap()
+    .expect("serf accepts a stream");
+    let ping = wire::Ping { seq_no: 4242, node: "serf1".into(), ..Default::default() };
+    conn.write_all(&wire::encode_message(&Message::Ping(ping))).unwrap();
+    let ack = read_stream(&mut conn, |plain| match wire::decode_message(plain) {
+        Ok(Message::Ack(a)) => Some(a),
+        Ok(m) => panic!("serf answered a TCP ping with {m:?}"),
+        Err(WireError::Msgpack(gossip::msgpack::DecodeError::Truncated(_))) => None,
+        Err(e) => panic!("serf's ack does not decode: {e}"),
+    });
+    assert_eq!(ack.seq_no, 4242, "serf acks our ping over TCP with its sequence number");
     let _ = serf.kill();
     let _ = serf.wait();
 }
