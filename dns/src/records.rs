@@ -1,0 +1,477 @@
+//! The records the embedded DNS answers from, and the pure lookup over them.
+//!
+//! netd builds a [`Db`] from its store (networks, running containers and
+//! their endpoints, services) and swaps it in whole on every change, so a
+//! change is visible to the next query. A query is answered from the *view*
+//! of the container it came from: only names on the networks that container
+//! is attached to exist for it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Whom a query comes from: a container id (each container's sockets are
+/// served with its own view).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ViewId(pub String);
+
+/// A network id (Docker's 64 hex digits).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetKey(pub String);
+
+/// A network the records live in.
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub id: NetKey,
+    pub name: String,
+    /// Subnets (address, prefix length): PTR queries for addresses inside
+    /// them are ours (NXDOMAIN when unknown), others are forwarded.
+    pub subnets: Vec<(IpAddr, u8)>,
+    pub internal: bool,
+}
+
+/// A container's endpoint on a network.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub network: NetKey,
+    pub container: ViewId,
+    /// The container's name (without Docker's leading `/`).
+    pub name: String,
+    /// `--network-alias` names.
+    pub aliases: Vec<String>,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// One task (replica) of a service.
+#[derive(Clone, Debug)]
+pub struct Task {
+    /// e.g. `web.1.<id>`: resolvable on the service's network, the target of
+    /// dnsrr SRV records.
+    pub name: String,
+    pub ip: IpAddr,
+    pub healthy: bool,
+}
+
+/// Transport protocol of a service port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// A port a service offers, for SRV `_<port>._<proto>.<service>`: `name`
+/// (as Docker's port names) or the number itself matches the first label.
+#[derive(Clone, Debug)]
+pub struct ServicePort {
+    pub name: Option<String>,
+    pub port: u16,
+    pub proto: Proto,
+}
+
+/// A service on one network: VIP mode (`vip` set: the name answers the VIP)
+/// or DNS round robin (the name answers every healthy task's address).
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub name: String,
+    pub network: NetKey,
+    pub vip: Option<IpAddr>,
+    pub tasks: Vec<Task>,
+    pub ports: Vec<ServicePort>,
+}
+
+/// What a container sees and where its other queries go.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    /// Networks in attach order.
+    pub networks: Vec<NetKey>,
+    /// Upstream resolvers (at most 3 are used): `--dns`, else the node's.
+    pub upstreams: Vec<SocketAddr>,
+}
+
+/// Everything the server answers from.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub ttl: u32,
+    /// Changes with every rebuild (the SOA serial).
+    pub serial: u32,
+    networks: HashMap<NetKey, Network>,
+    views: HashMap<ViewId, View>,
+    /// Per network: lower-case name -> addresses (containers, aliases, ids,
+    /// task names, VIP-mode services).
+    names: HashMap<NetKey, HashMap<String, Vec<IpAddr>>>,
+    /// Per network: address -> the name PTR answers (`name.network`).
+    ptrs: HashMap<NetKey, HashMap<IpAddr, String>>,
+    /// Per network: lower-case service name -> service.
+    services: HashMap<NetKey, HashMap<String, Service>>,
+}
+
+/// A query's outcome, before it becomes a DNS message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Addresses of `name` (A or AAAA, already in random order).
+    Addresses(Vec<IpAddr>),
+    /// The name PTR gives.
+    Ptr(String),
+    /// SRV records: (priority, weight, port, target) and the targets'
+    /// addresses for the additional section.
+    Srv(Vec<(u16, u16, u16, String)>, Vec<(String, IpAddr)>),
+    /// The name exists here but has nothing of the asked type; SOA of `zone`.
+    NoData { zone: String },
+    /// The name is in one of our zones and does not exist; SOA of `zone`.
+    NxDomain { zone: String },
+    /// Not ours: ask the upstream resolvers.
+    Forward,
+}
+
+/// The record types the lookup distinguishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    A,
+    Aaaa,
+    /// A and AAAA (`ANY`).
+    Any,
+    Ptr,
+    Srv,
+    /// Any other type: NODATA for names we have.
+    Other,
+}
+
+impl Db {
+    /// An empty database answering with `ttl`.
+    pub fn new(ttl: u32, serial: u32) -> Db {
+        Db {
+            ttl,
+            serial,
+            networks: HashMap::new(),
+            views: HashMap::new(),
+            names: HashMap::new(),
+            ptrs: HashMap::new(),
+            services: HashMap::new(),
+        }
+    }
+
+    pub fn add_network(&mut self, n: Network) {
+        self.names.entry(n.id.clone()).or_default();
+        self.networks.insert(n.id.clone(), n);
+    }
+
+    pub fn set_view(&mut self, id: ViewId, v: View) {
+        self.views.insert(id, v);
+    }
+
+    pub fn view(&self, id: &ViewId) -> Option<&View> {
+        self.views.get(id)
+    }
+
+    /// Whether a container may have its other queries forwarded: only if
+    /// it is on at least one network that is not internal.
+    pub fn may_forward(&self, id: &ViewId) -> bool {
+        self.views.get(id).is_some_and(|v| v.networks.iter().any(|n| self.networks.get(n).is_some_and(|n| !n.internal)))
+    }
+
+    fn net_name(&self, k: &NetKey) -> &str {
+        self.networks.get(k).map(|n| n.name.as_str()).unwrap_or("")
+    }
+
+    fn add_name(&mut self, net: &NetKey, name: &str, ip: IpAddr) {
+        let v = self.names.entry(net.clone()).or_default().entry(name.to_ascii_lowercase()).or_default();
+        if !v.contains(&ip) {
+            v.push(ip);
+        }
+    }
+
+    fn add_ptr(&mut self, net: &NetKey, ip: IpAddr, name: &str) {
+        let target = format!("{}.{}", name.to_ascii_lowercase(), self.net_name(net).to_ascii_lowercase());
+        self.ptrs.entry(net.clone()).or_default().entry(ip).or_insert(target);
+    }
+
+    /// A container's endpoint: its name, aliases and short id (12 digits;
+    /// a full id is longer than a DNS label) resolve to its addresses on
+    /// that network.
+    pub fn add_endpoint(&mut self, e: &Endpoint) {
+        let ips: Vec<IpAddr> = e.ipv4.map(IpAddr::V4).into_iter().chain(e.ipv6.map(IpAddr::V6)).collect();
+        let short: String = e.container.0.chars().take(12).collect();
+        for ip in ips {
+            for n in std::iter::once(&e.name).chain(&e.aliases).chain([&short]) {
+                if !n.is_empty() {
+                    self.add_name(&e.network, n, ip);
+                }
+            }
+            self.add_ptr(&e.network, ip, &e.name);
+        }
+    }
+
+    /// A service on a network (replaces one of the same name there).
+    pub fn add_service(&mut self, s: Service) {
+        for t in &s.tasks {
+            self.add_name(&s.network, &t.name, t.ip);
+            self.add_ptr(&s.network, t.ip, &t.name);
+        }
+        if let Some(vip) = s.vip {
+            self.add_ptr(&s.network, vip, &s.name);
+        }
+        self.services.entry(s.network.clone()).or_default().insert(s.name.to_ascii_lowercase(), s);
+    }
+
+    /// Answers `name` (any case, with or without the final dot) of `kind`
+    /// for the container `view`. Unknown views see nothing (forward).
+    pub fn lookup(&self, view: &ViewId, name: &str, kind: Kind) -> Lookup {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let Some(v) = self.views.get(view) else { return Lookup::Forward };
+        if kind == Kind::Ptr || name.ends_with(".in-addr.arpa") || name.ends_with(".ip6.arpa") {
+            return self.lookup_ptr(v, &name, kind);
+        }
+        if kind == Kind::Srv {
+            return self.lookup_srv(v, &name);
+        }
+        self.lookup_name(v, &name, kind)
+    }
+
+    /// Address lookups (and NODATA for other types of names we have).
+    fn lookup_name(&self, v: &View, name: &str, kind: Kind) -> Lookup {
+        // `name.network` names one network; a plain name every network of the view.
+        let (nets, zone, label): (Vec<&NetKey>, Option<String>, &str) = match name.rsplit_once('.') {
+            Some((rest, net))
+                if let Some(k) = v.networks.iter().find(|k| self.net_name(k).eq_ignore_ascii_case(net)) =>
+            {
+                (vec![k], Some(net.to_owned()), rest)
+            }
+            _ => (v.networks.iter().collect(), None, name),
+        };
+        let mut addrs = Vec::new();
+        let mut found = false;
+        for k in &nets {
+            if let Some(svc) = label.strip_prefix("tasks.").and_then(|s| self.services.get(*k)?.get(s)) {
+                found = true;
+                addrs.extend(svc.tasks.iter().filter(|t| t.healthy).map(|t| t.ip));
+                continue;
+            }
+            if let Some(svc) = self.services.get(*k).and_then(|m| m.get(label)) {
+                found = true;
+                match svc.vip {
+                    Some(vip) => addrs.push(vip),
+                    None => addrs.extend(svc.tasks.iter().filter(|t| t.healthy).map(|t| t.ip)),
+                }
+                continue;
+            }
+            if let Some(ips) = self.names.get(*k).and_then(|m| m.get(label)) {
+                found = true;
+                addrs.extend(ips.iter().copied());
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        addrs.retain(|a| seen.insert(*a));
+        if !found {
+            return match zone {
+                Some(z) => Lookup::NxDomain { zone: z },
+                None => Lookup::Forward,
+            };
+        }
+        let zone = zone.unwrap_or_else(|| name.to_owned());
+        addrs.retain(|a| match kind {
+            Kind::A => a.is_ipv4(),
+            Kind::Aaaa => a.is_ipv6(),
+            Kind::Any => true,
+            _ => false,
+        });
+        if addrs.is_empty() {
+            return Lookup::NoData { zone };
+        }
+        rand::seq::SliceRandom::shuffle(addrs.as_mut_slice(), &mut rand::rng());
+        Lookup::Addresses(addrs)
+    }
+
+    fn lookup_ptr(&self, v: &View, name: &str, kind: Kind) -> Lookup {
+        let Some(ip) = parse_reverse(name) else { return Lookup::Forward };
+        for k in &v.networks {
+            if let Some(target) = self.ptrs.get(k).and_then(|m| m.get(&ip)) {
+                return if kind == Kind::Ptr || kind == Kind::Any {
+                    Lookup::Ptr(target.clone())
+                } else {
+                    Lookup::NoData { zone: name.to_owned() }
+                };
+            }
+        }
+        for k in &v.networks {
+            if let Some(net) = self.networks.get(k)
+                && let Some(&(base, len)) = net.subnets.iter().find(|(base, len)| contains(*base, *len, ip))
+            {
+                return Lookup::NxDomain { zone: reverse_zone(base, len) };
+            }
+        }
+        Lookup::Forward
+    }
+
+    /// `_<port>._<proto>.<service>[.<network>]`.
+    fn lookup_srv(&self, v: &View, name: &str) -> Lookup {
+        let mut it = name.splitn(3, '.');
+        let (Some(port), Some(proto), Some(rest)) = (it.next(), it.next(), it.next()) else {
+            return self.srv_fallback(v, name);
+        };
+        let (Some(port), Some(proto)) = (port.strip_prefix('_'), proto.strip_prefix('_')) else {
+            return self.srv_fallback(v, name);
+        };
+        let proto = match proto {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            _ => return self.srv_fallback(v, name),
+        };
+        let (nets, svc_name): (Vec<&NetKey>, &str) = match rest.rsplit_once('.') {
+            Some((svc, net))
+                if let Some(k) = v.networks.iter().find(|k| self.net_name(k).eq_ignore_ascii_case(net)) =>
+            {
+                (vec![k], svc)
+            }
+            _ => (v.networks.iter().collect(), rest),
+        };
+        let mut srv = Vec::new();
+        let mut extra = Vec::new();
+        let mut found = false;
+        for k in nets {
+            let Some(s) = self.services.get(k).and_then(|m| m.get(svc_name)) else { continue };
+            found = true;
+            let net = self.net_name(k).to_ascii_lowercase();
+            for p in s.ports.iter().filter(|p| p.proto == proto) {
+                let matches =
+                    p.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(port)) || p.port.to_string() == port;
+                if !matches {
+                    continue;
+                }
+                match s.vip {
+                    Some(vip) => {
+                        let target = format!("{}.{net}", s.name.to_ascii_lowercase());
+                        srv.push((0, 100, p.port, target.clone()));
+                        extra.push((target, vip));
+                    }
+                    None => {
+                        for t in s.tasks.iter().filter(|t| t.healthy) {
+                            let target = format!("{}.{net}", t.name.to_ascii_lowercase());
+                            srv.push((0, 100, p.port, target.clone()));
+                            extra.push((target, t.ip));
+                        }
+                    }
+                }
+            }
+        }
+        if !found {
+            return self.srv_fallback(v, name);
+        }
+        if srv.is_empty() {
+            return Lookup::NoData { zone: rest.to_owned() };
+        }
+        rand::seq::SliceRandom::shuffle(srv.as_mut_slice(), &mut rand::rng());
+        Lookup::Srv(srv, extra)
+    }
+
+    /// An SRV query for a name that is not a service of ours: NODATA if the
+    /// name exists here, else whatever an address lookup says.
+    fn srv_fallback(&self, v: &View, name: &str) -> Lookup {
+        match self.lookup_name(v, name, Kind::Any) {
+            Lookup::Addresses(_) | Lookup::NoData { .. } => Lookup::NoData { zone: name.to_owned() },
+            other => other,
+        }
+    }
+}
+
+/// Whether `ip` is inside `base/len`.
+pub fn contains(base: IpAddr, len: u8, ip: IpAddr) -> bool {
+    match (base, ip) {
+        (IpAddr::V4(b), IpAddr::V4(i)) => {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) };
+            u32::from(b) & mask == u32::from(i) & mask
+        }
+        (IpAddr::V6(b), IpAddr::V6(i)) => {
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len.min(128))) };
+            u128::from(b) & mask == u128::from(i) & mask
+        }
+        _ => false,
+    }
+}
+
+/// `4.3.2.1.in-addr.arpa` -> 1.2.3.4; 32 nibbles `.ip6.arpa` -> the IPv6
+/// address. Anything else (partial names included) -> None.
+pub fn parse_reverse(name: &str) -> Option<IpAddr> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if let Some(r) = name.strip_suffix(".in-addr.arpa") {
+        let parts: Vec<&str> = r.split('.').collect();
+        if parts.len() != 4 {
+            return None;
+        }
+        let mut o = [0u8; 4];
+        for (i, p) in parts.iter().rev().enumerate() {
+            if p.is_empty() || p.len() > 3 || (p.len() > 1 && p.starts_with('0')) {
+                return None;
+            }
+            o[i] = p.parse().ok()?;
+        }
+        return Some(IpAddr::V4(Ipv4Addr::from(o)));
+    }
+    let r = name.strip_suffix(".ip6.arpa")?;
+    let nibbles: Vec<&str> = r.split('.').collect();
+    if nibbles.len() != 32 {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for n in nibbles.iter().rev() {
+        if n.len() != 1 {
+            return None;
+        }
+        v = (v << 4) | u128::from(u8::from_str_radix(n, 16).ok()?);
+    }
+    Some(IpAddr::V6(Ipv6Addr::from(v)))
+}
+
+/// The reverse zone of a subnet, cut at the octet (nibble) boundary at or
+/// above its prefix: 172.18.0.0/16 -> `18.172.in-addr.arpa`.
+pub fn reverse_zone(base: IpAddr, len: u8) -> String {
+    match base {
+        IpAddr::V4(a) => {
+            let n = usize::from(len / 8);
+            let o = a.octets();
+            let mut labels: Vec<String> = o[..n].iter().rev().map(u8::to_string).collect();
+            labels.push("in-addr.arpa".into());
+            labels.join(".")
+        }
+        IpAddr::V6(a) => {
+            let n = usize::from(len / 4);
+            let hex: Vec<char> = format!("{:032x}", u128::from(a)).chars().collect();
+            let mut labels: Vec<String> = hex[..n].iter().rev().map(char::to_string).collect();
+            labels.push("ip6.arpa".into());
+            labels.join(".")
+        }
+    }
+}
+
+/// The reverse name of an address (`4.3.2.1.in-addr.arpa`).
+pub fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(_) => reverse_zone(ip, 32),
+        IpAddr::V6(_) => reverse_zone(ip, 128),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reverse_names_parse_and_reject_partial_or_odd_forms() {
+        assert_eq!(parse_reverse("4.3.2.1.in-addr.arpa."), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(parse_reverse("3.2.1.in-addr.arpa"), None);
+        assert_eq!(parse_reverse("04.3.2.1.in-addr.arpa"), None);
+        assert_eq!(parse_reverse("256.3.2.1.in-addr.arpa"), None);
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(parse_reverse(&reverse_name(v6)), Some(v6));
+        assert_eq!(parse_reverse("1.0.ip6.arpa"), None);
+    }
+
+    #[test]
+    fn reverse_zones_cut_at_octets_and_subnets_contain() {
+        assert_eq!(reverse_zone("172.18.0.0".parse().unwrap(), 16), "18.172.in-addr.arpa");
+        assert_eq!(reverse_zone("10.1.2.0".parse().unwrap(), 20), "1.10.in-addr.arpa");
+        assert_eq!(reverse_name("1.2.3.4".parse().unwrap()), "4.3.2.1.in-addr.arpa");
+        assert!(contains("172.18.0.0".parse().unwrap(), 16, "172.18.9.9".parse().unwrap()));
+        assert!(!contains("172.18.0.0".parse().unwrap(), 16, "172.19.0.1".parse().unwrap()));
+        assert!(!contains("172.18.0.0".parse().unwrap(), 16, "::1".parse().unwrap()));
+    }
+}
