@@ -84,6 +84,15 @@ pub struct RunArgs {
     /// Expose a port (or range) without publishing it: PORT[-END][/proto]
     #[arg(long)]
     expose: Vec<String>,
+    /// Upstream DNS server for this container (instead of the node's)
+    #[arg(long)]
+    dns: Vec<String>,
+    /// DNS search domain
+    #[arg(long = "dns-search")]
+    dns_search: Vec<String>,
+    /// resolv.conf option (e.g. ndots:2)
+    #[arg(long = "dns-option")]
+    dns_option: Vec<String>,
     /// Memory limit in bytes, or with a k/m/g suffix
     #[arg(short, long)]
     memory: Option<String>,
@@ -289,6 +298,9 @@ fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
             "RestartPolicy": restart,
             "PortBindings": bindings,
             "PublishAllPorts": a.publish_all,
+            "Dns": a.dns,
+            "DnsSearch": a.dns_search,
+            "DnsOptions": a.dns_option,
         },
     }))
 }
@@ -518,6 +530,9 @@ mod tests {
             publish: vec!["8080:80".into(), "127.0.0.1::53/udp".into(), "9000-9001:9000-9001".into()],
             publish_all: true,
             expose: vec!["7000".into()],
+            dns: vec!["192.0.2.53".into()],
+            dns_search: vec![],
+            dns_option: vec!["ndots:2".into()],
             memory: Some("64m".into()),
             cpus: Some(0.5),
             pids_limit: Some(10),
@@ -528,6 +543,8 @@ mod tests {
         };
         let b = create_body(&a).unwrap();
         assert_eq!(b["HostConfig"]["NanoCpus"], 500_000_000);
+        assert_eq!(b["HostConfig"]["Dns"], json!(["192.0.2.53"]));
+        assert_eq!(b["HostConfig"]["DnsOptions"], json!(["ndots:2"]));
         assert_eq!(b["HostConfig"]["RestartPolicy"]["MaximumRetryCount"], 3);
         assert_eq!(b["Cmd"], json!(["echo", "hi"]));
         let pb = &b["HostConfig"]["PortBindings"];

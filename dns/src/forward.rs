@@ -1,8 +1,8 @@
 //! Forwarding to upstream resolvers: at most three, tried in order, each
 //! with a per-try timeout, so a client gets an answer (or SERVFAIL) within
 //! `3 x try_timeout` at worst — never the multi-second hangs of Docker's
-//! resolver. UDP first with TCP when the answer is truncated (or when the
-//! client asked over TCP); the query goes out as the client wrote it (EDNS
+//! resolver. UDP first (also for clients that asked over TCP: many
+//! upstreams serve UDP only), TCP when the answer is truncated; the query goes out as the client wrote it (EDNS
 //! options included) under a fresh random id. A bound on in-flight forwards
 //! protects the daemon: beyond it the caller answers REFUSED.
 
@@ -45,7 +45,7 @@ impl Forwarder {
     /// Forwards `query` (a whole DNS message) and returns the upstream's
     /// answer with the client's id. SERVFAIL and REFUSED answers move on to
     /// the next upstream (the last one is returned if none does better).
-    pub async fn forward(&self, query: &[u8], upstreams: &[SocketAddr], tcp: bool) -> Result<Vec<u8>, DnsError> {
+    pub async fn forward(&self, query: &[u8], upstreams: &[SocketAddr]) -> Result<Vec<u8>, DnsError> {
         if query.len() < 12 {
             return Err(DnsError::Malformed("query shorter than a DNS header".into()));
         }
@@ -56,7 +56,7 @@ impl Forwarder {
         let mut last = None;
         let mut why = Vec::new();
         for &up in upstreams.iter().take(MAX_UPSTREAMS) {
-            match tokio::time::timeout(self.try_timeout, exchange(query, up, tcp)).await {
+            match tokio::time::timeout(self.try_timeout, exchange(query, up)).await {
                 Ok(Ok(resp)) if matches!(rcode(&resp), 2 | 5) => {
                     why.push(format!("{up}: rcode {}", rcode(&resp)));
                     last = Some(resp);
@@ -71,16 +71,15 @@ impl Forwarder {
 }
 
 /// One exchange with one upstream.
-async fn exchange(query: &[u8], up: SocketAddr, tcp: bool) -> std::io::Result<Vec<u8>> {
+async fn exchange(query: &[u8], up: SocketAddr) -> std::io::Result<Vec<u8>> {
     let id: u16 = rand::random();
     let mut q = query.to_vec();
     q[..2].copy_from_slice(&id.to_be_bytes());
     let client_id = [query[0], query[1]];
-    let mut resp = if tcp { None } else { udp_exchange(&q, up, id).await? };
-    if resp.is_none() {
-        resp = Some(tcp_exchange(&q, up, id).await?);
-    }
-    let mut r = resp.unwrap_or_default();
+    let mut r = match udp_exchange(&q, up, id).await? {
+        Some(r) => r,
+        None => tcp_exchange(&q, up, id).await?,
+    };
     r[..2].copy_from_slice(&client_id);
     Ok(r)
 }

@@ -11,7 +11,6 @@ use hickory_proto::op::{Edns, Header, HeaderCounts, Message, Metadata, OpCode, R
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::net::runtime::Time;
-use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
@@ -124,8 +123,7 @@ impl Resolver {
             return self.error(request, rh, ResponseCode::Refused).await;
         }
         let upstreams = db.view(&self.view).map(|v| v.upstreams.clone()).unwrap_or_default();
-        let tcp = request.protocol() == Protocol::Tcp;
-        let raw = match self.shared.forwarder.forward(request.as_slice(), &upstreams, tcp).await {
+        let raw = match self.shared.forwarder.forward(request.as_slice(), &upstreams).await {
             Ok(raw) => raw,
             Err(crate::DnsError::Busy(n)) => {
                 tracing::warn!(limit = n, "too many forwards in flight: refusing");

@@ -160,6 +160,17 @@ pub struct FileConfig {
     /// common key; plaintext and foreign packets are dropped. Default: none
     /// (no encryption). Kept out of the flags so keys never show in `ps`.
     pub gossip_keys: Option<Vec<String>>,
+    /// Embedded DNS (127.0.0.11): TTL of its answers in seconds, 0..=3600.
+    /// Default 5 (Docker's 600 keeps dead containers' addresses in caches
+    /// for ten minutes).
+    pub dns_ttl: Option<u32>,
+    /// Embedded DNS: how long one upstream resolver gets to answer a
+    /// forwarded query, in milliseconds, 50..=10000. At most 3 upstreams
+    /// are tried, so a client hears back within 3x this. Default 1000.
+    pub dns_upstream_timeout_ms: Option<u64>,
+    /// Embedded DNS: forwarded queries in flight at once (all containers),
+    /// 1..=65536; more are answered REFUSED. Default 1024.
+    pub dns_max_inflight: Option<usize>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -178,6 +189,15 @@ pub struct Config {
     pub cgroup_parent: String,
     pub bridge_netfilter: bool,
     pub gossip: GossipConfig,
+    pub dns: DnsConfig,
+}
+
+/// Embedded DNS settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsConfig {
+    pub ttl: u32,
+    pub upstream_timeout: Duration,
+    pub max_inflight: usize,
 }
 
 /// Cluster membership settings (see `gossip::Config` for the timers).
@@ -308,7 +328,20 @@ impl Config {
                 None => return invalid("gossip-keys", format!("key {i} is not base64")),
             }
         }
+        let ttl = file.dns_ttl.unwrap_or(5);
+        if ttl > 3600 {
+            return invalid("dns-ttl", format!("{ttl} is out of range: expected 0..=3600 seconds"));
+        }
+        let up_ms = file.dns_upstream_timeout_ms.unwrap_or(1000);
+        if !(50..=10_000).contains(&up_ms) {
+            return invalid("dns-upstream-timeout-ms", format!("{up_ms} is out of range: expected 50..=10000"));
+        }
+        let max_inflight = file.dns_max_inflight.unwrap_or(1024);
+        if !(1..=65_536).contains(&max_inflight) {
+            return invalid("dns-max-inflight", format!("{max_inflight} is out of range: expected 1..=65536"));
+        }
         Ok(Config {
+            dns: DnsConfig { ttl, upstream_timeout: Duration::from_millis(up_ms), max_inflight },
             gossip: GossipConfig { bind, advertise, join, node_name, profile, keys },
             cgroup_parent,
             bridge_netfilter: file.bridge_netfilter.unwrap_or(false),

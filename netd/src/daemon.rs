@@ -150,6 +150,8 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
     let networks = crate::network::Networks::connect(store.clone(), config.bridge_netfilter)?;
     networks.init().await?;
     runtime.set_networks(networks.clone());
+    // Before adoption: re-adopted containers get their DNS sockets back.
+    runtime.set_dns(crate::embedded_dns::EmbeddedDns::new(&config.dns));
     runtime.adopt().await?;
 
     let host = HostFacts::read();

@@ -10,6 +10,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod embedded_dns;
 pub mod events;
 pub mod firewall;
 pub mod ids;

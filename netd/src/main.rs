@@ -38,7 +38,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::new(format!("{},h2=warn,hyper=warn", config.log_level.as_str()));
+    let filter = EnvFilter::new(format!(
+        "{},h2=warn,hyper=warn,hickory_server=warn,hickory_net=warn,hickory_proto=warn",
+        config.log_level.as_str()
+    ));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),

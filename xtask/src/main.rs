@@ -22,6 +22,8 @@ const APT_PACKAGES: &[&str] = &[
     "nftables",
     "containernetworking-plugins",
     "serf",
+    "dnsutils",
+    "dnsperf",
 ];
 /// Where the docker client goes when the machine has none on PATH (the lab's
 /// `bins::docker` looks there too).
@@ -50,7 +52,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark (release build): api, runtime, attach, bridge, gossip
+    /// Run a benchmark (release build): api, runtime, attach, bridge, gossip, dns
     Bench {
         name: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -242,7 +244,7 @@ fn main() -> Result<()> {
         }
         Task::Bench { name, args } => {
             setup()?;
-            let known = ["api", "runtime", "attach", "bridge", "gossip"];
+            let known = ["api", "runtime", "attach", "bridge", "gossip", "dns"];
             if !known.contains(&name.as_str()) {
                 bail!("unknown benchmark {name:?}; known: {}", known.join(", "));
             }
@@ -253,6 +255,22 @@ fn main() -> Result<()> {
                     eprintln!("setup: installing {} for the runtime benchmark", missing.join(" "));
                     quiet(apt().args(["-qq", "install", "-y", "--no-install-recommends"]).args(&missing))?;
                 }
+            }
+            if name == "dns" && !installed("unbound") {
+                // The peer of the DNS benchmark. policy-rc.d keeps the
+                // package from starting a system unbound on the host.
+                eprintln!("setup: installing unbound for the dns benchmark");
+                let policy = Path::new("/usr/sbin/policy-rc.d");
+                let ours = !policy.exists();
+                if ours {
+                    std::fs::write(policy, "#!/bin/sh\nexit 101\n")?;
+                    std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+                }
+                let r = quiet(apt().args(["-qq", "install", "-y", "--no-install-recommends", "unbound"]));
+                if ours {
+                    let _ = std::fs::remove_file(policy);
+                }
+                r?;
             }
             let bin = build_bins(true)?;
             if name == "gossip" {

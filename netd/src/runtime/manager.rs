@@ -52,35 +52,6 @@ pub enum RuntimeError {
 
 type R<T> = Result<T, RuntimeError>;
 
-/// The container's resolv.conf. On bridge networks the node's loopback
-/// resolvers are unreachable from the container's namespace, so they are
-/// dropped (and Docker's public fallback used if none is left).
-///
-/// Seam for the embedded DNS: once it lands, containers on user-defined
-/// networks get `nameserver 127.0.0.11` plus Docker's `options ndots:0` here.
-pub fn resolv_conf_for(c: &ContainerRecord, host: &str) -> String {
-    if c.spec.network != NetworkMode::Bridge {
-        return host.to_owned();
-    }
-    let mut out = String::new();
-    let mut servers = 0;
-    for line in host.lines() {
-        let mut w = line.split_whitespace();
-        if w.next() == Some("nameserver") {
-            match w.next().map(str::parse::<std::net::IpAddr>) {
-                Some(Ok(a)) if a.is_loopback() => continue,
-                _ => servers += 1,
-            }
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    if servers == 0 {
-        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
-    }
-    out
-}
-
 /// Where the runtime keeps things and how it names cgroups.
 #[derive(Clone, Debug)]
 pub struct Paths {
@@ -114,6 +85,7 @@ pub struct Runtime {
     exec_ptys: std::sync::Mutex<BTreeMap<String, Arc<std::fs::File>>>,
     /// The bridge driver, once the daemon has started it.
     networks: std::sync::OnceLock<Arc<Networks>>,
+    dns: std::sync::OnceLock<Arc<crate::embedded_dns::EmbeddedDns>>,
 }
 
 /// One `docker exec` instance.
@@ -179,6 +151,7 @@ impl Runtime {
             execs: Default::default(),
             exec_ptys: Default::default(),
             networks: Default::default(),
+            dns: Default::default(),
         }))
     }
 
@@ -195,6 +168,17 @@ impl Runtime {
 
     fn bump(&self) {
         self.generation.send_modify(|g| *g += 1);
+        if let Some(d) = self.dns.get() {
+            match (self.store.networks(), self.store.all::<ContainerRecord>()) {
+                (Ok(nets), Ok(cs)) => d.refresh(&nets, &cs),
+                (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "cannot refresh the embedded DNS"),
+            }
+        }
+    }
+
+    /// Hands the runtime the embedded DNS (once, at start).
+    pub fn set_dns(&self, d: Arc<crate::embedded_dns::EmbeddedDns>) {
+        let _ = self.dns.set(d);
     }
 
     fn data_dir(&self, id: &ContainerId) -> PathBuf {
@@ -275,6 +259,7 @@ impl Runtime {
             net.plumb(c.state.pid, &eps, c.endpoints.is_empty()).await?;
         }
         c.endpoints.extend(eps);
+        self.write_resolv_conf(&c)?;
         self.save(&c)?;
         drop(_ng);
         net.sync_firewall().await?;
@@ -470,6 +455,19 @@ impl Runtime {
         }
     }
 
+    /// (Re)writes the container's resolv.conf: at creation, at every start
+    /// and when a `network connect` brings it onto a user-defined network
+    /// (same file, so a running container sees the new one).
+    fn write_resolv_conf(&self, c: &ContainerRecord) -> R<()> {
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let path = self.data_dir(&c.id).join("resolv.conf");
+        let want = crate::embedded_dns::resolv_conf(c, &host);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(want.as_str()) {
+            std::fs::write(&path, want).map_err(internal("write resolv.conf"))?;
+        }
+        Ok(())
+    }
+
     fn prepare_dirs(&self, c: &ContainerRecord) -> R<()> {
         let d = self.data_dir(&c.id);
         for sub in ["upper", "work", "rootfs"] {
@@ -485,10 +483,10 @@ impl Runtime {
             };
             format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{own}")
         };
-        let resolv = resolv_conf_for(c, &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
-        for (f, content) in [("hostname", format!("{}\n", c.hostname)), ("hosts", hosts), ("resolv.conf", resolv)] {
+        for (f, content) in [("hostname", format!("{}\n", c.hostname)), ("hosts", hosts)] {
             std::fs::write(d.join(f), content).map_err(internal("write /etc files"))?;
         }
+        self.write_resolv_conf(c)?;
         // Exists from creation on, so an attach made before start holds the
         // file (and still reads it after --rm unlinks it).
         std::fs::write(self.log_path(&c.id), b"").map_err(internal("create log file"))?;
@@ -575,11 +573,21 @@ impl Runtime {
         let d2 = dir.clone();
         let (eps, tokio_rt) = (c.endpoints.clone(), tokio::runtime::Handle::current());
         let net2 = net.clone();
+        let dns = self.dns.get().filter(|_| crate::embedded_dns::uses_embedded_dns(&c)).cloned();
+        let id = c.id.clone();
+        self.write_resolv_conf(&c)?;
         // Runs while the container's first process waits: its namespace
-        // exists, its command has not started yet.
-        let setup = move |pid: i32| match &net2 {
-            Some(n) => tokio_rt.block_on(n.plumb(pid, &eps, true)).map_err(|e| format!("network setup: {e}")),
-            None => Ok(()),
+        // exists, its command has not started yet (so its first lookup
+        // finds the embedded DNS listening).
+        let setup = move |pid: i32| {
+            if let Some(n) = &net2 {
+                tokio_rt.block_on(n.plumb(pid, &eps, true)).map_err(|e| format!("network setup: {e}"))?;
+            }
+            if let Some(d) = &dns {
+                let _g = tokio_rt.enter();
+                d.open(&id, pid).map_err(|e| format!("embedded DNS: {e}"))?;
+            }
+            Ok(())
         };
         let report = tokio::task::spawn_blocking(move || shim::spawn(&exe, &d2, setup))
             .await
@@ -1008,6 +1016,8 @@ impl Runtime {
                 self.on_exit(&c.id, c.state.pid, false).await;
             }
         }
+        // Serves the embedded DNS to the re-adopted containers again.
+        self.bump();
         Ok(())
     }
 }

@@ -114,6 +114,15 @@ pub struct ContainerSpec {
     pub stop_signal: i32,
     /// Seconds `stop` waits before SIGKILL (default 10).
     pub stop_timeout: u32,
+    /// `--dns`: upstream resolvers instead of the node's.
+    #[serde(default)]
+    pub dns: Vec<std::net::IpAddr>,
+    /// `--dns-search`.
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    /// `--dns-option`.
+    #[serde(default)]
+    pub dns_options: Vec<String>,
 }
 
 /// `HostConfig.Mounts[]` entry.
@@ -172,6 +181,12 @@ pub struct ApiHostConfig {
     pub port_bindings: Option<BTreeMap<String, Option<Vec<super::netspec::ApiPortBinding>>>>,
     #[serde(rename = "PublishAllPorts", default)]
     pub publish_all: bool,
+    #[serde(rename = "Dns", default)]
+    pub dns: Option<Vec<String>>,
+    #[serde(rename = "DnsSearch", default)]
+    pub dns_search: Option<Vec<String>>,
+    #[serde(rename = "DnsOptions", default)]
+    pub dns_options: Option<Vec<String>>,
 }
 
 /// The body of `POST /containers/create` (fields netd uses; others ignored).
@@ -275,6 +290,41 @@ pub fn parse_bind(b: &str) -> Result<MountSpec, SpecError> {
     Ok(MountSpec { kind, source: src.to_owned(), target, read_only, tmpfs_size: 0 })
 }
 
+/// `--dns`, `--dns-search`, `--dns-option`, validated (they end up in the
+/// container's resolv.conf, so no spaces or line breaks get through).
+#[allow(clippy::type_complexity, reason = "three plain lists")]
+fn dns_settings(hc: &ApiHostConfig) -> Result<(Vec<std::net::IpAddr>, Vec<String>, Vec<String>), SpecError> {
+    let mut dns = Vec::new();
+    for d in hc.dns.clone().unwrap_or_default() {
+        match d.parse::<std::net::IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() => dns.push(ip),
+            _ => return Err(bad("Dns", format!("{d:?} is not an IP address"))),
+        }
+    }
+    let word = |field: &'static str, v: &str, max: usize| {
+        if v.is_empty() || v.len() > max || v.contains(|c: char| c.is_whitespace() || c.is_control() || c == '#') {
+            Err(bad(field, format!("{v:?}: expected one word of at most {max} characters")))
+        } else {
+            Ok(v.to_owned())
+        }
+    };
+    let search = hc
+        .dns_search
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| word("DnsSearch", s, 253))
+        .collect::<Result<_, _>>()?;
+    let options = hc
+        .dns_options
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| word("DnsOptions", s, 64))
+        .collect::<Result<_, _>>()?;
+    Ok((dns, search, options))
+}
+
 impl ContainerSpec {
     /// Validates a create request.
     pub fn from_api(req: ApiCreate) -> Result<ContainerSpec, SpecError> {
@@ -282,6 +332,7 @@ impl ContainerSpec {
             return Err(bad("Image", "an image is required"));
         }
         let hc = req.host_config;
+        let (dns, dns_search, dns_options) = dns_settings(&hc)?;
         let mut mounts = Vec::new();
         for b in hc.binds.unwrap_or_default() {
             mounts.push(parse_bind(&b)?);
@@ -418,6 +469,9 @@ impl ContainerSpec {
             ports,
             exposed,
             publish_all: hc.publish_all && network == NetworkMode::Bridge,
+            dns,
+            dns_search,
+            dns_options,
             limits: Limits { memory_bytes, nano_cpus, pids },
             restart,
             auto_remove: hc.auto_remove,

@@ -75,3 +75,23 @@ fn signals_and_names() {
         assert!(check_name(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn dns_settings_are_validated_before_they_reach_resolv_conf() {
+    let s = create(r#"{"Image":"b","HostConfig":{"Dns":["192.0.2.1","2001:db8::1"],"DnsSearch":["corp"],"DnsOptions":["ndots:2"]}}"#)
+        .unwrap();
+    assert_eq!(s.dns.len(), 2);
+    assert_eq!(
+        (s.dns_search.as_slice(), s.dns_options.as_slice()),
+        (&["corp".to_owned()][..], &["ndots:2".to_owned()][..])
+    );
+    for bad in [
+        r#"{"Image":"b","HostConfig":{"Dns":["resolver.example"]}}"#,
+        r#"{"Image":"b","HostConfig":{"Dns":["0.0.0.0"]}}"#,
+        r#"{"Image":"b","HostConfig":{"DnsSearch":["a b"]}}"#,
+        r#"{"Image":"b","HostConfig":{"DnsOptions":["ndots:1\nnameserver 6.6.6.6"]}}"#,
+    ] {
+        let e = create(bad).unwrap_err().to_string();
+        assert!(e.contains("Dns"), "{bad}: {e}");
+    }
+}

@@ -16,6 +16,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use integration::Lab;
 
+mod dns;
 mod gossip;
 mod net;
 
@@ -73,6 +74,18 @@ enum Cmd {
         /// Request/response exchanges per round and path
         #[arg(long, default_value_t = 5000)]
         requests: usize,
+    },
+    /// The embedded DNS vs unbound with the same names as local data
+    Dns {
+        /// A/B rounds (at least 5)
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds of dnsperf per round and server
+        #[arg(long, default_value_t = 5)]
+        secs: u32,
+        /// Closed-loop queries per round and server (latency)
+        #[arg(long, default_value_t = 5000)]
+        samples: usize,
     },
     /// Membership: our gossip agent vs serf agents in a lab of N nodes
     Gossip {
@@ -463,6 +476,7 @@ fn main() -> ExitCode {
         Cmd::Gossip { rounds, nodes } => gossip::lab(rounds, nodes.max(3)),
         Cmd::Attach { rounds, burst } => net::attach(rounds, burst.max(1)),
         Cmd::Bridge { rounds, secs, requests } => net::bridge(rounds, secs, requests.max(100)),
+        Cmd::Dns { rounds, secs, samples } => dns::dns(rounds, secs.max(1), samples.max(100)),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
