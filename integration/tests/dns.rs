@@ -171,6 +171,16 @@ fn containers_resolve_names_they_share_a_network_with() {
     let ns = docker(n, &["exec", "c", "nslookup", "alpha"]);
     assert!(ns.contains(&a), "{ns}");
 
+    // What a person sees (printed with --nocapture).
+    println!("$ docker exec c cat /etc/resolv.conf\n{}", docker(n, &["exec", "c", "cat", "/etc/resolv.conf"]));
+    println!("$ docker exec a nslookup c\n{}", docker(n, &["exec", "a", "nslookup", "c"]));
+    for q in [&["-q", "alpha"][..], &["-q", "b.back"], &["-q", "nope.front"], &["-x", a.as_str()]] {
+        println!(
+            "$ dig +noall +answer +authority {} (in c)\n{}",
+            q.join(" "),
+            dig(n, "c", &[&["+noall", "+answer", "+authority"][..], q].concat()).trim()
+        );
+    }
     // Forwarding to the fake upstream on another node.
     assert_eq!(short(n, "a", "www.example"), ["192.0.2.10"]);
     let out = dig(n, "a", &["+tcp", "www.example"]);
