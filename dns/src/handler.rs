@@ -83,26 +83,80 @@ fn answer_edns(request: &Request) -> Option<Edns> {
     })
 }
 
+/// An answer from our own records (or an error), before encoding.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub code: ResponseCode,
+    pub answers: Vec<Record>,
+    pub soa: Vec<Record>,
+    pub additionals: Vec<Record>,
+}
+
+impl Reply {
+    fn error(code: ResponseCode) -> Reply {
+        Reply { code, answers: Vec::new(), soa: Vec::new(), additionals: Vec::new() }
+    }
+}
+
+/// What a request needs.
+#[derive(Clone, Debug)]
+pub enum Decision {
+    /// Answered from the records, or refused/failed outright.
+    Reply(Reply),
+    /// Not ours: ask the upstreams (slow: run it apart).
+    Forward,
+}
+
+fn reply_meta(request: &Request, code: ResponseCode) -> Metadata {
+    let mut meta = Metadata::response_from_request(&request.metadata);
+    meta.response_code = code;
+    meta.authoritative = code == ResponseCode::NoError || code == ResponseCode::NXDomain;
+    meta.recursion_available = true;
+    meta
+}
+
+/// Encodes `reply` as hickory's server would for UDP: at most the
+/// client's EDNS size (512 without EDNS), truncated with TC beyond it.
+pub fn encode_udp(request: &Request, reply: &Reply) -> Vec<u8> {
+    use hickory_proto::serialize::binary::BinEncoder;
+    let edns = answer_edns(request);
+    let mut b = MessageResponseBuilder::from_message_request(request);
+    if let Some(e) = &edns {
+        b.edns(e);
+    }
+    let resp = b.build(
+        reply_meta(request, reply.code),
+        reply.answers.iter(),
+        std::iter::empty(),
+        reply.soa.iter(),
+        reply.additionals.iter(),
+    );
+    let mut out = Vec::with_capacity(512);
+    let mut enc = BinEncoder::new(&mut out);
+    enc.set_max_size(edns.as_ref().map(|e| e.max_payload()).unwrap_or(512));
+    if resp.destructive_emit(&mut enc).is_err() {
+        out.clear();
+        let mut enc = BinEncoder::new(&mut out);
+        let header = Header { metadata: reply_meta(request, ResponseCode::ServFail), counts: HeaderCounts::default() };
+        let _ = hickory_proto::serialize::binary::BinEncodable::emit(&header, &mut enc);
+    }
+    out
+}
+
 impl Resolver {
-    async fn reply<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        rh: &mut R,
-        code: ResponseCode,
-        answers: &[Record],
-        soa: &[Record],
-        additionals: &[Record],
-    ) -> ResponseInfo {
-        let mut meta = Metadata::response_from_request(&request.metadata);
-        meta.response_code = code;
-        meta.authoritative = code == ResponseCode::NoError || code == ResponseCode::NXDomain;
-        meta.recursion_available = true;
+    async fn send_reply<R: ResponseHandler>(&self, request: &Request, rh: &mut R, reply: &Reply) -> ResponseInfo {
         let edns = answer_edns(request);
         let mut b = MessageResponseBuilder::from_message_request(request);
         if let Some(e) = &edns {
             b.edns(e);
         }
-        let resp = b.build(meta, answers.iter(), std::iter::empty(), soa.iter(), additionals.iter());
+        let resp = b.build(
+            reply_meta(request, reply.code),
+            reply.answers.iter(),
+            std::iter::empty(),
+            reply.soa.iter(),
+            reply.additionals.iter(),
+        );
         match rh.send_response(resp).await {
             Ok(info) => info,
             Err(e) => {
@@ -113,7 +167,63 @@ impl Resolver {
     }
 
     async fn error<R: ResponseHandler>(&self, request: &Request, rh: &mut R, code: ResponseCode) -> ResponseInfo {
-        self.reply(request, rh, code, &[], &[], &[]).await
+        self.send_reply(request, rh, &Reply::error(code)).await
+    }
+
+    /// Answers from the records, without waiting on anything (the UDP
+    /// server runs this inline); `Forward` when the upstreams are needed.
+    pub fn decide(&self, request: &Request) -> Decision {
+        if request.metadata.op_code != OpCode::Query {
+            return Decision::Reply(Reply::error(ResponseCode::NotImp));
+        }
+        let queries = request.queries.queries();
+        if queries.len() != 1 {
+            return Decision::Reply(Reply::error(ResponseCode::FormErr));
+        }
+        let q = &queries[0];
+        if q.query_class() != DNSClass::IN {
+            return Decision::Reply(Reply::error(ResponseCode::Refused));
+        }
+        let kind = match q.query_type() {
+            RecordType::A => Kind::A,
+            RecordType::AAAA => Kind::Aaaa,
+            RecordType::ANY => Kind::Any,
+            RecordType::PTR => Kind::Ptr,
+            RecordType::SRV => Kind::Srv,
+            RecordType::AXFR | RecordType::IXFR => return Decision::Reply(Reply::error(ResponseCode::Refused)),
+            _ => Kind::Other,
+        };
+        let qname: Name = q.name().into();
+        let db = self.shared.db();
+        let ttl = db.ttl;
+        let mut r = Reply::error(ResponseCode::NoError);
+        match db.lookup(&self.view, &qname.to_ascii(), kind) {
+            Lookup::Addresses(ips) => r.answers = ips.into_iter().map(|ip| addr_record(&qname, ttl, ip)).collect(),
+            Lookup::Ptr(target) => {
+                r.answers = fqdn(&target)
+                    .map(|t| Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(t))))
+                    .into_iter()
+                    .collect();
+            }
+            Lookup::Srv(srv, extra) => {
+                r.answers = srv
+                    .into_iter()
+                    .filter_map(|(prio, weight, port, target)| {
+                        let t = fqdn(&target)?;
+                        Some(Record::from_rdata(qname.clone(), ttl, RData::SRV(SRV::new(prio, weight, port, t))))
+                    })
+                    .collect();
+                r.additionals =
+                    extra.into_iter().filter_map(|(name, ip)| Some(addr_record(&fqdn(&name)?, ttl, ip))).collect();
+            }
+            Lookup::NoData { zone } => r.soa = soa(&db, &zone),
+            Lookup::NxDomain { zone } => {
+                r.code = ResponseCode::NXDomain;
+                r.soa = soa(&db, &zone);
+            }
+            Lookup::Forward => return Decision::Forward,
+        }
+        Decision::Reply(r)
     }
 
     async fn forward<R: ResponseHandler>(&self, request: &Request, rh: &mut R, db: &Db) -> ResponseInfo {
@@ -176,64 +286,12 @@ fn failed(request: &Request) -> ResponseInfo {
 #[async_trait::async_trait]
 impl RequestHandler for Resolver {
     async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut rh: R) -> ResponseInfo {
-        if request.metadata.op_code != OpCode::Query {
-            return self.error(request, &mut rh, ResponseCode::NotImp).await;
-        }
-        let queries = request.queries.queries();
-        if queries.len() != 1 {
-            return self.error(request, &mut rh, ResponseCode::FormErr).await;
-        }
-        let q = &queries[0];
-        if q.query_class() != DNSClass::IN {
-            return self.error(request, &mut rh, ResponseCode::Refused).await;
-        }
-        let kind = match q.query_type() {
-            RecordType::A => Kind::A,
-            RecordType::AAAA => Kind::Aaaa,
-            RecordType::ANY => Kind::Any,
-            RecordType::PTR => Kind::Ptr,
-            RecordType::SRV => Kind::Srv,
-            RecordType::AXFR | RecordType::IXFR => {
-                return self.error(request, &mut rh, ResponseCode::Refused).await;
+        match self.decide(request) {
+            Decision::Reply(r) => self.send_reply(request, &mut rh, &r).await,
+            Decision::Forward => {
+                let db = self.shared.db();
+                self.forward(request, &mut rh, &db).await
             }
-            _ => Kind::Other,
-        };
-        let qname: Name = q.name().into();
-        let db = self.shared.db();
-        let ttl = db.ttl;
-        match db.lookup(&self.view, &qname.to_ascii(), kind) {
-            Lookup::Addresses(ips) => {
-                let answers: Vec<Record> = ips.into_iter().map(|ip| addr_record(&qname, ttl, ip)).collect();
-                self.reply(request, &mut rh, ResponseCode::NoError, &answers, &[], &[]).await
-            }
-            Lookup::Ptr(target) => {
-                let answers: Vec<Record> = fqdn(&target)
-                    .map(|t| Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(t))))
-                    .into_iter()
-                    .collect();
-                self.reply(request, &mut rh, ResponseCode::NoError, &answers, &[], &[]).await
-            }
-            Lookup::Srv(srv, extra) => {
-                let answers: Vec<Record> = srv
-                    .into_iter()
-                    .filter_map(|(prio, weight, port, target)| {
-                        let t = fqdn(&target)?;
-                        Some(Record::from_rdata(qname.clone(), ttl, RData::SRV(SRV::new(prio, weight, port, t))))
-                    })
-                    .collect();
-                let additionals: Vec<Record> =
-                    extra.into_iter().filter_map(|(name, ip)| Some(addr_record(&fqdn(&name)?, ttl, ip))).collect();
-                self.reply(request, &mut rh, ResponseCode::NoError, &answers, &[], &additionals).await
-            }
-            Lookup::NoData { zone } => {
-                let soa = soa(&db, &zone);
-                self.reply(request, &mut rh, ResponseCode::NoError, &[], &soa, &[]).await
-            }
-            Lookup::NxDomain { zone } => {
-                let soa = soa(&db, &zone);
-                self.reply(request, &mut rh, ResponseCode::NXDomain, &[], &soa, &[]).await
-            }
-            Lookup::Forward => self.forward(request, &mut rh, &db).await,
         }
     }
 }

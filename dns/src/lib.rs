@@ -6,8 +6,10 @@
 //! - [`handler`]: hickory's `RequestHandler` over it (records, NXDOMAIN and
 //!   NODATA with an SOA, PTR, SRV), forwarding the rest.
 //! - [`forward`]: bounded forwarding to at most three upstreams.
-//! - [`server`]: sockets opened inside a container's namespace.
+//! - [`server`]: sockets opened inside a container's namespace, served by
+//!   hickory (TCP) and by our own batched loop (UDP, [`batch`]).
 
+pub mod batch;
 pub mod forward;
 pub mod handler;
 pub mod records;

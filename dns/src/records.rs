@@ -88,21 +88,29 @@ pub struct View {
     pub upstreams: Vec<SocketAddr>,
 }
 
-/// Everything the server answers from.
+/// One network's records.
+#[derive(Clone, Debug)]
+struct Net {
+    info: Network,
+    /// Lower-case name -> addresses (containers, aliases, ids, task names).
+    names: HashMap<String, Vec<IpAddr>>,
+    /// Address -> the name PTR answers (`name.network`).
+    ptrs: HashMap<IpAddr, String>,
+    /// Lower-case service name -> service.
+    services: HashMap<String, Service>,
+}
+
+/// Everything the server answers from. Networks are indexed once, so a
+/// query hashes its container id and then only short names.
 #[derive(Clone, Debug)]
 pub struct Db {
     pub ttl: u32,
     /// Changes with every rebuild (the SOA serial).
     pub serial: u32,
-    networks: HashMap<NetKey, Network>,
-    views: HashMap<ViewId, View>,
-    /// Per network: lower-case name -> addresses (containers, aliases, ids,
-    /// task names, VIP-mode services).
-    names: HashMap<NetKey, HashMap<String, Vec<IpAddr>>>,
-    /// Per network: address -> the name PTR answers (`name.network`).
-    ptrs: HashMap<NetKey, HashMap<IpAddr, String>>,
-    /// Per network: lower-case service name -> service.
-    services: HashMap<NetKey, HashMap<String, Service>>,
+    nets: Vec<Net>,
+    index: HashMap<NetKey, usize>,
+    /// A container's view and its networks' indexes (attach order).
+    views: HashMap<ViewId, (View, Vec<usize>)>,
 }
 
 /// A query's outcome, before it becomes a DNS message.
@@ -139,55 +147,58 @@ pub enum Kind {
 impl Db {
     /// An empty database answering with `ttl`.
     pub fn new(ttl: u32, serial: u32) -> Db {
-        Db {
-            ttl,
-            serial,
-            networks: HashMap::new(),
-            views: HashMap::new(),
-            names: HashMap::new(),
-            ptrs: HashMap::new(),
-            services: HashMap::new(),
+        Db { ttl, serial, nets: Vec::new(), index: HashMap::new(), views: HashMap::new() }
+    }
+
+    /// Adds a network (before the endpoints, services and views on it).
+    pub fn add_network(&mut self, n: Network) {
+        match self.index.get(&n.id) {
+            Some(&i) => self.nets[i].info = n,
+            None => {
+                self.index.insert(n.id.clone(), self.nets.len());
+                self.nets.push(Net { info: n, names: HashMap::new(), ptrs: HashMap::new(), services: HashMap::new() });
+            }
         }
     }
 
-    pub fn add_network(&mut self, n: Network) {
-        self.names.entry(n.id.clone()).or_default();
-        self.networks.insert(n.id.clone(), n);
-    }
-
+    /// A container's view (networks not added are left out of it).
     pub fn set_view(&mut self, id: ViewId, v: View) {
-        self.views.insert(id, v);
+        let idx = v.networks.iter().filter_map(|k| self.index.get(k).copied()).collect();
+        self.views.insert(id, (v, idx));
     }
 
     pub fn view(&self, id: &ViewId) -> Option<&View> {
-        self.views.get(id)
+        self.views.get(id).map(|v| &v.0)
     }
 
     /// Whether a container may have its other queries forwarded: only if
     /// it is on at least one network that is not internal.
     pub fn may_forward(&self, id: &ViewId) -> bool {
-        self.views.get(id).is_some_and(|v| v.networks.iter().any(|n| self.networks.get(n).is_some_and(|n| !n.internal)))
+        self.views.get(id).is_some_and(|v| v.1.iter().any(|&i| !self.nets[i].info.internal))
     }
 
-    fn net_name(&self, k: &NetKey) -> &str {
-        self.networks.get(k).map(|n| n.name.as_str()).unwrap_or("")
+    fn net_mut(&mut self, k: &NetKey) -> Option<&mut Net> {
+        let i = *self.index.get(k)?;
+        self.nets.get_mut(i)
     }
 
     fn add_name(&mut self, net: &NetKey, name: &str, ip: IpAddr) {
-        let v = self.names.entry(net.clone()).or_default().entry(name.to_ascii_lowercase()).or_default();
+        let Some(n) = self.net_mut(net) else { return };
+        let v = n.names.entry(name.to_ascii_lowercase()).or_default();
         if !v.contains(&ip) {
             v.push(ip);
         }
     }
 
     fn add_ptr(&mut self, net: &NetKey, ip: IpAddr, name: &str) {
-        let target = format!("{}.{}", name.to_ascii_lowercase(), self.net_name(net).to_ascii_lowercase());
-        self.ptrs.entry(net.clone()).or_default().entry(ip).or_insert(target);
+        let Some(n) = self.net_mut(net) else { return };
+        let target = format!("{}.{}", name.to_ascii_lowercase(), n.info.name.to_ascii_lowercase());
+        n.ptrs.entry(ip).or_insert(target);
     }
 
     /// A container's endpoint: its name, aliases and short id (12 digits;
     /// a full id is longer than a DNS label) resolve to its addresses on
-    /// that network.
+    /// that network (which must have been added).
     pub fn add_endpoint(&mut self, e: &Endpoint) {
         let ips: Vec<IpAddr> = e.ipv4.map(IpAddr::V4).into_iter().chain(e.ipv6.map(IpAddr::V6)).collect();
         let short: String = e.container.0.chars().take(12).collect();
@@ -210,43 +221,53 @@ impl Db {
         if let Some(vip) = s.vip {
             self.add_ptr(&s.network, vip, &s.name);
         }
-        self.services.entry(s.network.clone()).or_default().insert(s.name.to_ascii_lowercase(), s);
+        let key = s.name.to_ascii_lowercase();
+        if let Some(n) = self.net_mut(&s.network.clone()) {
+            n.services.insert(key, s);
+        }
+    }
+
+    /// The network of the view named `name` (the last label of `x.name`).
+    fn named<'a>(&'a self, idx: &[usize], name: &str) -> Option<&'a Net> {
+        idx.iter().map(|&i| &self.nets[i]).find(|n| n.info.name.eq_ignore_ascii_case(name))
     }
 
     /// Answers `name` (any case, with or without the final dot) of `kind`
     /// for the container `view`. Unknown views see nothing (forward).
     pub fn lookup(&self, view: &ViewId, name: &str, kind: Kind) -> Lookup {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let Some(v) = self.views.get(view) else { return Lookup::Forward };
+        let Some((_, idx)) = self.views.get(view) else { return Lookup::Forward };
         if kind == Kind::Ptr || name.ends_with(".in-addr.arpa") || name.ends_with(".ip6.arpa") {
-            return self.lookup_ptr(v, &name, kind);
+            return self.lookup_ptr(idx, &name, kind);
         }
         if kind == Kind::Srv {
-            return self.lookup_srv(v, &name);
+            return self.lookup_srv(idx, &name);
         }
-        self.lookup_name(v, &name, kind)
+        self.lookup_name(idx, &name, kind)
     }
 
     /// Address lookups (and NODATA for other types of names we have).
-    fn lookup_name(&self, v: &View, name: &str, kind: Kind) -> Lookup {
+    fn lookup_name(&self, idx: &[usize], name: &str, kind: Kind) -> Lookup {
         // `name.network` names one network; a plain name every network of the view.
-        let (nets, zone, label): (Vec<&NetKey>, Option<String>, &str) = match name.rsplit_once('.') {
+        let one;
+        let (nets, zone, label): (&[usize], Option<String>, &str) = match name.rsplit_once('.') {
             Some((rest, net))
-                if let Some(k) = v.networks.iter().find(|k| self.net_name(k).eq_ignore_ascii_case(net)) =>
+                if let Some(&i) = idx.iter().find(|&&i| self.nets[i].info.name.eq_ignore_ascii_case(net)) =>
             {
-                (vec![k], Some(net.to_owned()), rest)
+                one = [i];
+                (&one, Some(net.to_owned()), rest)
             }
-            _ => (v.networks.iter().collect(), None, name),
+            _ => (idx, None, name),
         };
         let mut addrs = Vec::new();
         let mut found = false;
-        for k in &nets {
-            if let Some(svc) = label.strip_prefix("tasks.").and_then(|s| self.services.get(*k)?.get(s)) {
+        for n in nets.iter().map(|&i| &self.nets[i]) {
+            if let Some(svc) = label.strip_prefix("tasks.").and_then(|s| n.services.get(s)) {
                 found = true;
                 addrs.extend(svc.tasks.iter().filter(|t| t.healthy).map(|t| t.ip));
                 continue;
             }
-            if let Some(svc) = self.services.get(*k).and_then(|m| m.get(label)) {
+            if let Some(svc) = n.services.get(label) {
                 found = true;
                 match svc.vip {
                     Some(vip) => addrs.push(vip),
@@ -254,13 +275,15 @@ impl Db {
                 }
                 continue;
             }
-            if let Some(ips) = self.names.get(*k).and_then(|m| m.get(label)) {
+            if let Some(ips) = n.names.get(label) {
                 found = true;
                 addrs.extend(ips.iter().copied());
             }
         }
-        let mut seen = std::collections::HashSet::new();
-        addrs.retain(|a| seen.insert(*a));
+        if nets.len() > 1 {
+            let mut seen = std::collections::HashSet::new();
+            addrs.retain(|a| seen.insert(*a));
+        }
         if !found {
             return match zone {
                 Some(z) => Lookup::NxDomain { zone: z },
@@ -281,10 +304,10 @@ impl Db {
         Lookup::Addresses(addrs)
     }
 
-    fn lookup_ptr(&self, v: &View, name: &str, kind: Kind) -> Lookup {
+    fn lookup_ptr(&self, idx: &[usize], name: &str, kind: Kind) -> Lookup {
         let Some(ip) = parse_reverse(name) else { return Lookup::Forward };
-        for k in &v.networks {
-            if let Some(target) = self.ptrs.get(k).and_then(|m| m.get(&ip)) {
+        for n in idx.iter().map(|&i| &self.nets[i]) {
+            if let Some(target) = n.ptrs.get(&ip) {
                 return if kind == Kind::Ptr || kind == Kind::Any {
                     Lookup::Ptr(target.clone())
                 } else {
@@ -292,10 +315,8 @@ impl Db {
                 };
             }
         }
-        for k in &v.networks {
-            if let Some(net) = self.networks.get(k)
-                && let Some(&(base, len)) = net.subnets.iter().find(|(base, len)| contains(*base, *len, ip))
-            {
+        for n in idx.iter().map(|&i| &self.nets[i]) {
+            if let Some(&(base, len)) = n.info.subnets.iter().find(|(base, len)| contains(*base, *len, ip)) {
                 return Lookup::NxDomain { zone: reverse_zone(base, len) };
             }
         }
@@ -303,34 +324,30 @@ impl Db {
     }
 
     /// `_<port>._<proto>.<service>[.<network>]`.
-    fn lookup_srv(&self, v: &View, name: &str) -> Lookup {
+    fn lookup_srv(&self, idx: &[usize], name: &str) -> Lookup {
         let mut it = name.splitn(3, '.');
         let (Some(port), Some(proto), Some(rest)) = (it.next(), it.next(), it.next()) else {
-            return self.srv_fallback(v, name);
+            return self.srv_fallback(idx, name);
         };
         let (Some(port), Some(proto)) = (port.strip_prefix('_'), proto.strip_prefix('_')) else {
-            return self.srv_fallback(v, name);
+            return self.srv_fallback(idx, name);
         };
         let proto = match proto {
             "tcp" => Proto::Tcp,
             "udp" => Proto::Udp,
-            _ => return self.srv_fallback(v, name),
+            _ => return self.srv_fallback(idx, name),
         };
-        let (nets, svc_name): (Vec<&NetKey>, &str) = match rest.rsplit_once('.') {
-            Some((svc, net))
-                if let Some(k) = v.networks.iter().find(|k| self.net_name(k).eq_ignore_ascii_case(net)) =>
-            {
-                (vec![k], svc)
-            }
-            _ => (v.networks.iter().collect(), rest),
+        let (nets, svc_name): (Vec<&Net>, &str) = match rest.rsplit_once('.') {
+            Some((svc, net)) if let Some(n) = self.named(idx, net) => (vec![n], svc),
+            _ => (idx.iter().map(|&i| &self.nets[i]).collect(), rest),
         };
         let mut srv = Vec::new();
         let mut extra = Vec::new();
         let mut found = false;
-        for k in nets {
-            let Some(s) = self.services.get(k).and_then(|m| m.get(svc_name)) else { continue };
+        for n in nets {
+            let Some(s) = n.services.get(svc_name) else { continue };
             found = true;
-            let net = self.net_name(k).to_ascii_lowercase();
+            let net = n.info.name.to_ascii_lowercase();
             for p in s.ports.iter().filter(|p| p.proto == proto) {
                 let matches =
                     p.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(port)) || p.port.to_string() == port;
@@ -354,7 +371,7 @@ impl Db {
             }
         }
         if !found {
-            return self.srv_fallback(v, name);
+            return self.srv_fallback(idx, name);
         }
         if srv.is_empty() {
             return Lookup::NoData { zone: rest.to_owned() };
@@ -365,8 +382,8 @@ impl Db {
 
     /// An SRV query for a name that is not a service of ours: NODATA if the
     /// name exists here, else whatever an address lookup says.
-    fn srv_fallback(&self, v: &View, name: &str) -> Lookup {
-        match self.lookup_name(v, name, Kind::Any) {
+    fn srv_fallback(&self, idx: &[usize], name: &str) -> Lookup {
+        match self.lookup_name(idx, name, Kind::Any) {
             Lookup::Addresses(_) | Lookup::NoData { .. } => Lookup::NoData { zone: name.to_owned() },
             other => other,
         }

@@ -78,7 +78,7 @@ enum Cmd {
     /// The embedded DNS vs unbound with the same names as local data
     Dns {
         /// A/B rounds (at least 5)
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 7)]
         rounds: usize,
         /// Seconds of dnsperf per round and server
         #[arg(long, default_value_t = 5)]
