@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Message, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -20,6 +20,9 @@ use crate::records::{Db, Kind, Lookup, ViewId};
 /// The largest UDP answer we send (the DNS flag day's 1232 would be too
 /// small for large dnsrr answers; 4096 is what resolvers advertise).
 const MAX_UDP: u16 = 4096;
+
+/// The name our SOA and NS records give as the zones' server.
+const NS_NAME: &str = "netd.internal";
 
 /// What every container's handler shares.
 #[derive(Debug)]
@@ -57,7 +60,7 @@ fn fqdn(name: &str) -> Option<Name> {
 
 fn soa(db: &Db, zone: &str) -> Vec<Record> {
     let Some(owner) = fqdn(zone) else { return Vec::new() };
-    let (Some(mname), Some(rname)) = (fqdn("netd.internal"), fqdn("hostmaster.netd.internal")) else {
+    let (Some(mname), Some(rname)) = (fqdn(NS_NAME), fqdn("hostmaster.netd.internal")) else {
         return Vec::new();
     };
     // MINIMUM (the negative-caching TTL) is the record TTL: a name that
@@ -190,6 +193,8 @@ impl Resolver {
             RecordType::ANY => Kind::Any,
             RecordType::PTR => Kind::Ptr,
             RecordType::SRV => Kind::Srv,
+            RecordType::SOA => Kind::Soa,
+            RecordType::NS => Kind::Ns,
             RecordType::AXFR | RecordType::IXFR => return Decision::Reply(Reply::error(ResponseCode::Refused)),
             _ => Kind::Other,
         };
@@ -217,6 +222,17 @@ impl Resolver {
                     extra.into_iter().filter_map(|(name, ip)| Some(addr_record(&fqdn(&name)?, ttl, ip))).collect();
             }
             Lookup::NoData { zone } => r.soa = soa(&db, &zone),
+            Lookup::Apex { zone } => match kind {
+                Kind::Soa => r.answers = soa(&db, &zone),
+                Kind::Ns => {
+                    r.answers = fqdn(&zone)
+                        .zip(fqdn(NS_NAME))
+                        .map(|(z, ns)| Record::from_rdata(z, ttl, RData::NS(NS(ns))))
+                        .into_iter()
+                        .collect();
+                }
+                _ => r.soa = soa(&db, &zone),
+            },
             Lookup::NxDomain { zone } => {
                 r.code = ResponseCode::NXDomain;
                 r.soa = soa(&db, &zone);

@@ -127,6 +127,9 @@ pub enum Lookup {
     NoData { zone: String },
     /// The name is in one of our zones and does not exist; SOA of `zone`.
     NxDomain { zone: String },
+    /// The apex of one of our zones (a network's name that is not also a
+    /// container's): SOA and NS answer, other types NODATA.
+    Apex { zone: String },
     /// Not ours: ask the upstream resolvers.
     Forward,
 }
@@ -140,6 +143,8 @@ pub enum Kind {
     Any,
     Ptr,
     Srv,
+    Soa,
+    Ns,
     /// Any other type: NODATA for names we have.
     Other,
 }
@@ -287,6 +292,7 @@ impl Db {
         if !found {
             return match zone {
                 Some(z) => Lookup::NxDomain { zone: z },
+                None if self.named(idx, name).is_some() => Lookup::Apex { zone: name.to_owned() },
                 None => Lookup::Forward,
             };
         }

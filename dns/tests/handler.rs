@@ -204,6 +204,20 @@ async fn name_dot_network_ids_and_nxdomain_with_soa() {
 }
 
 #[tokio::test]
+async fn zone_apexes_answer_soa_and_ns() {
+    let s = shared(vec![]);
+    let m = ask(&s, BOTH, "back.", RecordType::SOA).await;
+    assert_eq!(m.answers.len(), 1, "{m:?}");
+    assert_eq!(m.answers[0].record_type(), RecordType::SOA);
+    let m = ask(&s, BOTH, "back.", RecordType::NS).await;
+    assert_eq!(m.answers.first().map(|r| r.record_type()), Some(RecordType::NS), "{m:?}");
+    let m = ask(&s, BOTH, "back.", RecordType::A).await;
+    assert!(m.answers.is_empty() && soa_owner(&m).as_deref() == Some("back."), "NODATA: {m:?}");
+    // Not the asker's network: not its zone (forwarded; no upstream here).
+    assert_eq!(ask(&s, WEB, "back.", RecordType::SOA).await.metadata.response_code, ResponseCode::ServFail);
+}
+
+#[tokio::test]
 async fn aaaa_and_other_types_of_existing_names_are_nodata_with_soa() {
     let s = shared(vec![]);
     for t in [RecordType::AAAA, RecordType::MX, RecordType::TXT] {

@@ -206,6 +206,15 @@ fn containers_resolve_names_they_share_a_network_with() {
     n.start_netd(&[]).unwrap();
     assert_eq!(short(n, "a", "c"), [ip_of(n, "c", "front")]);
     assert_eq!(short(n, "b", "c"), [ip_of(n, "c", "back")]);
+    // Disconnected from back, c is no longer a name there.
+    docker(n, &["network", "disconnect", "back", "c"]);
+    let out = dig(n, "b", &["-q", "c"]);
+    assert_eq!(status(&out), "NXDOMAIN", "{out}");
+    assert_eq!(short(n, "a", "c"), [ip_of(n, "c", "front")]);
+    // The zone apex of a shared network answers SOA.
+    let out = dig(n, "a", &["-t", "SOA", "-q", "front"]);
+    assert!(out.contains("ANSWER SECTION") && out.contains("SOA"), "{out}");
+    assert!(docker(n, &["inspect", "-f", "{{.HostConfig.Dns}}", "a"]).contains(&dns_up));
     for c in ["a", "b", "c", "d"] {
         docker(n, &["rm", "-f", c]);
     }

@@ -252,6 +252,9 @@ fn inspect_json(rt: &Runtime, c: &ContainerRecord) -> Value {
             "PidsLimit": c.spec.limits.pids,
             "PortBindings": port_bindings_json(c),
             "PublishAllPorts": c.spec.publish_all,
+            "Dns": c.spec.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            "DnsSearch": c.spec.dns_search,
+            "DnsOptions": c.spec.dns_options,
             "Binds": c.mounts.iter().filter(|m| m.kind != MountKind::Tmpfs)
                 .map(|m| format!("{}:{}{}", m.name, m.target, if m.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
         },

@@ -284,6 +284,7 @@ impl Runtime {
             net.unplumb(c.state.pid, &c.endpoints[pos]).await?;
         }
         c.endpoints.remove(pos);
+        self.write_resolv_conf(&c)?;
         self.save(&c)?;
         drop(_ng);
         net.sync_firewall().await?;
