@@ -63,6 +63,9 @@ pub enum Event {
     /// Declared dead by the failure detector.
     Fail(Member),
     Update(Member),
+    /// Suspected (by this member's probe, or heard from others); a
+    /// refutation or a `Fail` follows.
+    Suspect(Member),
 }
 
 /// A failed request to the member task.
@@ -1170,6 +1173,8 @@ impl Engine {
         let deadline = start + if k < 1 { min } else { max };
         self.suspicions.insert(s.node.clone(), Suspicion { k, confirmations, start, min, max, deadline });
         tracing::info!(node = %s.node, from = %s.from, "member suspected");
+        let m = n.m.clone();
+        self.emit(Event::Suspect(m));
         self.queue(&s.node.clone(), wire::encode_message(&Message::Suspect(s)));
     }
 

@@ -117,11 +117,12 @@ async fn a_crashed_member_is_declared_dead_within_the_suspicion_bound() {
     // Lifeguard: the others' independent suspicions confirm n0's and shrink
     // its timeout from the 24 s maximum towards the 4 s minimum.
     assert!(took < Duration::from_secs(20), "confirmations did not shorten the suspicion: {took:?}");
-    let mut failed = false;
+    let (mut suspected, mut failed) = (false, false);
     while let Ok(e) = ev.try_recv() {
+        suspected |= matches!(&e, Event::Suspect(m) if m.name == "n4") && !failed;
         failed |= matches!(e, Event::Fail(m) if m.name == "n4");
     }
-    assert!(failed, "a Fail event");
+    assert!(suspected && failed, "a Suspect event, then a Fail event");
     // Everyone else agrees.
     within(Duration::from_secs(10), async || all_see(&hs[1..4], "n4", MemberState::Dead).await).await;
 }

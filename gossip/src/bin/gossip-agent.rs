@@ -1,5 +1,5 @@
 //! `gossip-agent`: one gossip member on UDP/TCP, nothing else, printing its
-//! events as lines `<unix ms> <join|leave|fail|update> <node>` — the
+//! events as lines `<unix ms> <join|leave|fail|update|suspect> <node>` — the
 //! counterpart of a bare `serf agent` for side-by-side benchmarks.
 //!
 //! Usage: gossip-agent --name NAME --bind IP:PORT [--join IP:PORT]...
@@ -38,6 +38,7 @@ fn main() {
                 Ok(Event::Leave(m)) => ("leave", m.name),
                 Ok(Event::Fail(m)) => ("fail", m.name),
                 Ok(Event::Update(m)) => ("update", m.name),
+                Ok(Event::Suspect(m)) => ("suspect", m.name),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => return,
             };

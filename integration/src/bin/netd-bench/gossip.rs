@@ -2,7 +2,8 @@
 //! membership agent (`gossip-agent`, the gossip crate on UDP/TCP) vs Debian's
 //! `serf agent` (memberlist inside), same LAN timers, rounds A/B
 //! interleaved. Per round and system: a new member's join reaching every
-//! node, kill -9 of one member until every other node declares it failed,
+//! node, kill -9 of one member until the first suspicion anywhere and until
+//! every other node declares it failed,
 //! and each node's network bytes/s and CPU at rest. Event times come from
 //! the agents themselves: ours prints them; serf logs each membership event
 //! as it handles it, and the bench stamps those lines as they arrive.
@@ -73,6 +74,8 @@ fn start(sys: Sys, node: &Node, name: &str, join: Option<std::net::Ipv4Addr>, di
                         ("EventMemberJoin: ", "join"),
                         ("EventMemberFailed: ", "fail"),
                         ("EventMemberLeave: ", "leave"),
+                        // memberlist's prober, when its probe goes unanswered.
+                        ("memberlist: Suspect ", "suspect"),
                     ] {
                         if let Some(rest) = line.split(pat).nth(1) {
                             let who = rest.split_whitespace().next().unwrap_or("");
@@ -131,6 +134,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 struct Round {
     join_mean: f64,
     join_max: f64,
+    suspect_first: f64,
     fail_mean: f64,
     fail_max: f64,
     bytes: f64,
@@ -202,11 +206,19 @@ fn round(sys: Sys, lab: &Lab, n: usize, dir: &Path) -> Result<Round> {
     }
     let fail_d: Vec<f64> =
         fail_t.iter().map(|t| t.map(|t| (t.saturating_sub(t_kill)) as f64 / 1000.0).unwrap_or(60.0)).collect();
+    // The first suspicion anywhere (the prober's, in both systems).
+    let suspect_first = watchers
+        .iter()
+        .filter_map(|a| first_event(&a.log, "suspect", &victim))
+        .min()
+        .map(|t| t.saturating_sub(t_kill) as f64 / 1000.0)
+        .unwrap_or(60.0);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     Ok(Round {
         join_mean: mean(&join_d),
         join_max: max(&join_d),
+        suspect_first,
         fail_mean: mean(&fail_d),
         fail_max: max(&fail_d),
         bytes,
@@ -245,9 +257,10 @@ pub fn lab(rounds: usize, n: usize) -> Result<()> {
     println!("| metric (median of rounds) | ours | serf | ours/serf (rounds min..max) |");
     println!("|---|---|---|---|");
     type Row = (&'static str, fn(&Round) -> f64, &'static str);
-    let rows: [Row; 6] = [
+    let rows: [Row; 7] = [
         ("join reaches every member: mean", |r| r.join_mean, "s"),
         ("join reaches every member: last", |r| r.join_max, "s"),
+        ("kill -9 to first suspect (any member)", |r| r.suspect_first, "s"),
         ("kill -9 to failed, every member: mean", |r| r.fail_mean, "s"),
         ("kill -9 to failed, every member: last", |r| r.fail_max, "s"),
         ("network bytes/s per member at rest", |r| r.bytes, "B/s"),
