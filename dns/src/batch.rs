@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 /// Datagrams per system call.
 pub const BATCH: usize = 32;
 /// The largest query read (EDNS clients rarely send more than a few hundred
-/// bytes; longer datagrams are cut and then fail to decode).
+/// bytes); longer datagrams are dropped.
 pub const MAX_QUERY: usize = 4096;
 
 /// Buffers for one batch of received datagrams.
@@ -102,7 +102,9 @@ impl RecvBatch {
         }
         let n = n as usize;
         for (i, h) in hdrs.iter().take(n).enumerate() {
-            self.lens[i] = (h.msg_len as usize).min(MAX_QUERY);
+            // Longer than we read: dropped (reads as empty), not half-decoded.
+            let cut = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            self.lens[i] = if cut { 0 } else { (h.msg_len as usize).min(MAX_QUERY) };
         }
         Ok(n)
     }

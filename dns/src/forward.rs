@@ -70,6 +70,32 @@ impl Forwarder {
     }
 }
 
+/// The first question of a DNS message (name, type, class), or None when
+/// there is none or it does not parse (compression is not expected there).
+pub fn question(msg: &[u8]) -> Option<&[u8]> {
+    if msg.len() < 12 || msg[4..6] == [0, 0] {
+        return None;
+    }
+    let mut i = 12;
+    loop {
+        let l = usize::from(*msg.get(i)?);
+        if l == 0 {
+            break;
+        }
+        if l > 63 {
+            return None;
+        }
+        i += 1 + l;
+    }
+    let end = i + 5;
+    (end <= msg.len()).then(|| &msg[12..end])
+}
+
+/// Whether `resp` answers the question of `q` (names compared without case).
+fn same_question(q: &[u8], resp: &[u8]) -> bool {
+    matches!((question(q), question(resp)), (Some(a), Some(b)) if a.eq_ignore_ascii_case(b))
+}
+
 /// One exchange with one upstream.
 async fn exchange(query: &[u8], up: SocketAddr) -> std::io::Result<Vec<u8>> {
     let id: u16 = rand::random();
@@ -90,14 +116,16 @@ async fn udp_exchange(q: &[u8], up: SocketAddr, id: u16) -> std::io::Result<Opti
     let sock = tokio::net::UdpSocket::bind((any, 0)).await?;
     sock.connect(up).await?;
     sock.send(q).await?;
-    let mut buf = vec![0u8; 65535];
+    // Answers longer than 4 KiB (or cut to fit the buffer) are asked for
+    // again over TCP.
+    let mut buf = vec![0u8; 4097];
     loop {
         let n = sock.recv(&mut buf).await?;
-        // Ours: same id, a response (QR), at least a header.
-        if n < 12 || buf[..2] != id.to_be_bytes() || buf[2] & 0x80 == 0 {
+        // Ours: same id, a response (QR), the same question.
+        if n < 12 || buf[..2] != id.to_be_bytes() || buf[2] & 0x80 == 0 || !same_question(q, &buf[..n]) {
             continue;
         }
-        if buf[2] & 0x02 != 0 {
+        if buf[2] & 0x02 != 0 || n == buf.len() {
             return Ok(None);
         }
         buf.truncate(n);
@@ -115,7 +143,7 @@ async fn tcp_exchange(q: &[u8], up: SocketAddr, id: u16) -> std::io::Result<Vec<
     let n = usize::from(s.read_u16().await?);
     let mut buf = vec![0u8; n];
     s.read_exact(&mut buf).await?;
-    if n < 12 || buf[..2] != id.to_be_bytes() || buf[2] & 0x80 == 0 {
+    if n < 12 || buf[..2] != id.to_be_bytes() || buf[2] & 0x80 == 0 || !same_question(q, &buf) {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "answer over TCP does not match the query"));
     }
     Ok(buf)

@@ -118,9 +118,9 @@ fn reply_meta(request: &Request, code: ResponseCode) -> Metadata {
     meta
 }
 
-/// Encodes `reply` as hickory's server would for UDP: at most the
-/// client's EDNS size (512 without EDNS), truncated with TC beyond it.
-pub fn encode_udp(request: &Request, reply: &Reply) -> Vec<u8> {
+/// Encodes `reply` in at most `max` bytes (see [`udp_limit`]; `u16::MAX`
+/// over TCP), truncated with TC beyond it, as hickory's server does.
+pub fn encode(request: &Request, reply: &Reply, max: u16) -> Vec<u8> {
     use hickory_proto::serialize::binary::BinEncoder;
     let edns = answer_edns(request);
     let mut b = MessageResponseBuilder::from_message_request(request);
@@ -136,7 +136,7 @@ pub fn encode_udp(request: &Request, reply: &Reply) -> Vec<u8> {
     );
     let mut out = Vec::with_capacity(512);
     let mut enc = BinEncoder::new(&mut out);
-    enc.set_max_size(edns.as_ref().map(|e| e.max_payload()).unwrap_or(512));
+    enc.set_max_size(max);
     if resp.destructive_emit(&mut enc).is_err() {
         out.clear();
         let mut enc = BinEncoder::new(&mut out);
@@ -242,26 +242,49 @@ impl Resolver {
         Decision::Reply(r)
     }
 
-    async fn forward<R: ResponseHandler>(&self, request: &Request, rh: &mut R, db: &Db) -> ResponseInfo {
+    /// Forwards `request` to its view's upstreams: the answer as the
+    /// upstream sent it (with the client's id), or the error to answer.
+    pub async fn forward_raw(&self, request: &Request) -> Forwarded {
+        let db = self.shared.db();
         if !db.may_forward(&self.view) {
             // Containers only on internal networks reach nothing outside,
             // and neither do their names.
-            return self.error(request, rh, ResponseCode::Refused).await;
+            return Forwarded::Error(ResponseCode::Refused);
         }
         let upstreams = db.view(&self.view).map(|v| v.upstreams.clone()).unwrap_or_default();
-        let raw = match self.shared.forwarder.forward(request.as_slice(), &upstreams).await {
-            Ok(raw) => raw,
+        match self.shared.forwarder.forward(request.as_slice(), &upstreams).await {
+            Ok(raw) => Forwarded::Raw(raw),
             Err(crate::DnsError::Busy(n)) => {
                 tracing::warn!(limit = n, "too many forwards in flight: refusing");
-                return self.error(request, rh, ResponseCode::Refused).await;
+                Forwarded::Error(ResponseCode::Refused)
             }
             Err(e) => {
                 tracing::debug!(view = %self.view.0, error = %e, "forwarding failed");
-                return self.error(request, rh, ResponseCode::ServFail).await;
+                Forwarded::Error(ResponseCode::ServFail)
             }
+        }
+    }
+
+    /// The bytes a forwarded request is answered with: the upstream's
+    /// answer relayed as it came (records hickory cannot parse included),
+    /// cut to its question with TC set when longer than `limit` (the
+    /// client then asks again over TCP), or an error answer.
+    pub async fn forward_bytes(&self, request: &Request, limit: u16) -> Vec<u8> {
+        match self.forward_raw(request).await {
+            Forwarded::Raw(r) if r.len() <= usize::from(limit) => r,
+            Forwarded::Raw(r) => truncated(&r, request.as_slice()),
+            Forwarded::Error(code) => encode(request, &Reply::error(code), limit),
+        }
+    }
+
+    /// For hickory's handler interface: the relayed answer re-encoded.
+    async fn forward<R: ResponseHandler>(&self, request: &Request, rh: &mut R) -> ResponseInfo {
+        let raw = match self.forward_raw(request).await {
+            Forwarded::Raw(r) => r,
+            Forwarded::Error(code) => return self.error(request, rh, code).await,
         };
         let Ok(up) = Message::from_vec(&raw) else {
-            tracing::debug!("an upstream answered with a malformed message");
+            tracing::debug!("an upstream answered with a message hickory cannot parse");
             return self.error(request, rh, ResponseCode::ServFail).await;
         };
         let mut meta = Metadata::response_from_request(&request.metadata);
@@ -293,6 +316,31 @@ impl Resolver {
     }
 }
 
+/// How a forward ended.
+#[derive(Clone, Debug)]
+pub enum Forwarded {
+    /// The upstream's answer, with the client's id.
+    Raw(Vec<u8>),
+    /// Nobody answered usefully (or forwarding is not allowed): answer this.
+    Error(ResponseCode),
+}
+
+/// An answer cut to its header and the query's question, TC set.
+fn truncated(resp: &[u8], query: &[u8]) -> Vec<u8> {
+    let q = crate::forward::question(query).unwrap_or(&[]);
+    let mut out = resp[..12].to_vec();
+    out[2] |= 0x02;
+    out[4..12].copy_from_slice(&[0, u8::from(!q.is_empty()), 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(q);
+    out
+}
+
+/// The most a UDP answer to `request` may take: the client's EDNS size
+/// (at most 4096), or 512 without EDNS.
+pub fn udp_limit(request: &Request) -> u16 {
+    request.edns.as_ref().map(|e| e.max_payload().clamp(512, MAX_UDP)).unwrap_or(512)
+}
+
 fn failed(request: &Request) -> ResponseInfo {
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.response_code = ResponseCode::ServFail;
@@ -304,10 +352,7 @@ impl RequestHandler for Resolver {
     async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut rh: R) -> ResponseInfo {
         match self.decide(request) {
             Decision::Reply(r) => self.send_reply(request, &mut rh, &r).await,
-            Decision::Forward => {
-                let db = self.shared.db();
-                self.forward(request, &mut rh, &db).await
-            }
+            Decision::Forward => self.forward(request, &mut rh).await,
         }
     }
 }

@@ -242,7 +242,7 @@ impl Db {
     pub fn lookup(&self, view: &ViewId, name: &str, kind: Kind) -> Lookup {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         let Some((_, idx)) = self.views.get(view) else { return Lookup::Forward };
-        if kind == Kind::Ptr || name.ends_with(".in-addr.arpa") || name.ends_with(".ip6.arpa") {
+        if name.ends_with(".in-addr.arpa") || name.ends_with(".ip6.arpa") {
             return self.lookup_ptr(idx, &name, kind);
         }
         if kind == Kind::Srv {
@@ -449,14 +449,14 @@ pub fn parse_reverse(name: &str) -> Option<IpAddr> {
 pub fn reverse_zone(base: IpAddr, len: u8) -> String {
     match base {
         IpAddr::V4(a) => {
-            let n = usize::from(len / 8);
+            let n = usize::from(len.min(32) / 8);
             let o = a.octets();
             let mut labels: Vec<String> = o[..n].iter().rev().map(u8::to_string).collect();
             labels.push("in-addr.arpa".into());
             labels.join(".")
         }
         IpAddr::V6(a) => {
-            let n = usize::from(len / 4);
+            let n = usize::from(len.min(128) / 4);
             let hex: Vec<char> = format!("{:032x}", u128::from(a)).chars().collect();
             let mut labels: Vec<String> = hex[..n].iter().rev().map(char::to_string).collect();
             labels.push("ip6.arpa".into());
@@ -493,6 +493,9 @@ mod tests {
         assert_eq!(reverse_zone("172.18.0.0".parse().unwrap(), 16), "18.172.in-addr.arpa");
         assert_eq!(reverse_zone("10.1.2.0".parse().unwrap(), 20), "1.10.in-addr.arpa");
         assert_eq!(reverse_name("1.2.3.4".parse().unwrap()), "4.3.2.1.in-addr.arpa");
+        // Nonsense prefixes are clamped, not a panic.
+        assert_eq!(reverse_zone("1.2.3.4".parse().unwrap(), 200), "4.3.2.1.in-addr.arpa");
+        assert_eq!(reverse_zone("::".parse().unwrap(), 255).matches('.').count(), 33);
         assert!(contains("172.18.0.0".parse().unwrap(), 16, "172.18.9.9".parse().unwrap()));
         assert!(!contains("172.18.0.0".parse().unwrap(), 16, "172.19.0.1".parse().unwrap()));
         assert!(!contains("172.18.0.0".parse().unwrap(), 16, "::1".parse().unwrap()));

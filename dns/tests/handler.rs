@@ -294,6 +294,10 @@ async fn ptr_for_containers_tasks_and_vips_and_nxdomain_in_our_subnets() {
     let m = ask(&s, WEB, "99.0.18.172.in-addr.arpa.", RecordType::PTR).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(soa_owner(&m).as_deref(), Some("18.172.in-addr.arpa."));
+    // PTR of a name that is not a reverse name, ours: NODATA, not forwarded.
+    let m = ask(&s, WEB, "web.", RecordType::PTR).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty() && soa_owner(&m).is_some(), "{m:?}");
     // Another network's address is not visible.
     assert!(ptr(&ask(&s, WEB, "2.0.19.172.in-addr.arpa.", RecordType::PTR).await).is_empty());
 }

@@ -86,6 +86,23 @@ impl Drop for SocketFiles {
     }
 }
 
+/// Lifts the soft limit on open files to the hard one: every container on a
+/// user-defined network holds DNS sockets in netd (two, and up to
+/// `dns::server::MAX_TCP` connections), beside the API's.
+fn raise_nofile() {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 || r.rlim_cur >= r.rlim_max {
+        return;
+    }
+    let before = r.rlim_cur;
+    r.rlim_cur = r.rlim_max;
+    // SAFETY: setrlimit reads one rlimit from the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } == 0 {
+        tracing::debug!(from = before, to = r.rlim_cur, "raised the open-files limit");
+    }
+}
+
 /// Runs the daemon with the given link layer until `stop` turns true.
 pub async fn run_with<L: Links + Send + Sync + 'static>(
     config: Config,
@@ -95,6 +112,7 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
     make_dir(&config.data_root, 0o700)?;
     make_dir(&config.exec_root, 0o711)?;
     let _lock = DataRootLock::acquire(&config.data_root)?;
+    raise_nofile();
     let pid_file = config.exec_root.join("netd.pid");
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
         .map_err(|source| DaemonError::Dir { path: pid_file.clone(), source })?;

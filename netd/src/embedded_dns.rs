@@ -42,23 +42,31 @@ pub fn nameservers(resolv: &str) -> Vec<IpAddr> {
 /// Where a container's other queries go: `--dns`, else the node's
 /// resolvers (loopback ones too: netd forwards from the node's namespace).
 pub fn upstreams(c: &ContainerRecord, host_resolv: &str) -> Vec<SocketAddr> {
-    let ips = if c.spec.dns.is_empty() { nameservers(host_resolv) } else { c.spec.dns.clone() };
+    let mut ips = if c.spec.dns.is_empty() { nameservers(host_resolv) } else { c.spec.dns.clone() };
+    if ips.is_empty() {
+        // As Docker: public resolvers when the node has none.
+        ips = vec![IpAddr::from([8, 8, 8, 8]), IpAddr::from([8, 8, 4, 4])];
+    }
     ips.into_iter().take(dns::forward::MAX_UPSTREAMS).map(|ip| SocketAddr::new(ip, 53)).collect()
 }
 
 fn subnet(s: &str) -> Option<(IpAddr, u8)> {
     let (a, l) = s.split_once('/')?;
-    Some((a.parse().ok()?, l.parse().ok()?))
+    let (a, l): (IpAddr, u8) = (a.parse().ok()?, l.parse().ok()?);
+    (l <= if a.is_ipv4() { 32 } else { 128 }).then_some((a, l))
 }
 
 /// The records for the current store: user-defined networks, running
 /// containers' endpoints on them, and a view per running container.
+/// `starting`: a container about to run its command, counted as running
+/// (its first lookups come before its record says so).
 pub fn build(
     ttl: u32,
     serial: u32,
     nets: &[NetworkRecord],
     containers: &[ContainerRecord],
     host_resolv: &str,
+    starting: Option<&ContainerId>,
 ) -> dns::Db {
     let mut db = dns::Db::new(ttl, serial);
     for n in nets.iter().filter(|n| !n.predefined) {
@@ -69,7 +77,8 @@ pub fn build(
             internal: n.internal,
         });
     }
-    for c in containers.iter().filter(|c| c.state.status == Status::Running && uses_embedded_dns(c)) {
+    let live = |c: &&ContainerRecord| c.state.status == Status::Running || Some(&c.id) == starting;
+    for c in containers.iter().filter(live).filter(|c| uses_embedded_dns(c)) {
         let mut view = dns::View { networks: Vec::new(), upstreams: upstreams(c, host_resolv) };
         for e in c.endpoints.iter().filter(|e| e.network_name != DEFAULT_BRIDGE) {
             let key = dns::NetKey(e.network.as_str().to_owned());
@@ -95,6 +104,8 @@ pub struct EmbeddedDns {
     serial: AtomicU32,
     /// Container -> (pid whose namespace the sockets are in, server).
     served: Mutex<HashMap<ContainerId, (i32, dns::Served)>>,
+    /// Opened for a container whose record does not say running yet.
+    pending: Mutex<std::collections::HashSet<ContainerId>>,
 }
 
 impl std::fmt::Debug for EmbeddedDns {
@@ -115,6 +126,7 @@ impl EmbeddedDns {
             ttl: cfg.ttl,
             serial: AtomicU32::new(0),
             served: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Default::default()),
         })
     }
 
@@ -130,6 +142,7 @@ impl EmbeddedDns {
         let (udp, tcp) = dns::bind_in(&ns, dns::ADDR)?;
         let resolver = dns::Resolver { view: dns::ViewId(id.as_str().to_owned()), shared: self.shared.clone() };
         served.insert(id.clone(), (pid, dns::serve(resolver, udp, tcp)?));
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone());
         tracing::debug!(container = %id.short(), pid, "embedded DNS listening");
         Ok(())
     }
@@ -138,17 +151,43 @@ impl EmbeddedDns {
     /// containers that are gone or stopped, opens missing ones for running
     /// containers (after a netd restart, or a `network connect`).
     pub fn refresh(&self, nets: &[NetworkRecord], containers: &[ContainerRecord]) {
+        self.refresh_starting(nets, containers, None);
+    }
+
+    /// [`EmbeddedDns::refresh`], counting `starting` as running: called
+    /// before a container's command runs, so its first lookup finds its
+    /// view (and its own names).
+    pub fn refresh_starting(
+        &self,
+        nets: &[NetworkRecord],
+        containers: &[ContainerRecord],
+        starting: Option<&ContainerId>,
+    ) {
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let serial = self.serial.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        self.shared.swap(build(self.ttl, serial, nets, containers, &host));
+        self.shared.swap(build(self.ttl, serial, nets, containers, &host, starting));
+        if starting.is_some() {
+            return;
+        }
         let by_id: HashMap<&ContainerId, &ContainerRecord> = containers.iter().map(|c| (&c.id, c)).collect();
         {
             let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
-            served.retain(|id, (pid, _)| match by_id.get(id) {
-                Some(c) if c.state.status == Status::Running => c.state.pid == *pid && uses_embedded_dns(c),
-                // Being started: the record says so only once its process runs.
-                Some(_) => alive(*pid),
-                None => false,
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            served.retain(|id, (pid, _)| {
+                let keep = match by_id.get(id) {
+                    Some(c) if c.state.status == Status::Running => {
+                        pending.remove(id);
+                        c.state.pid == *pid && uses_embedded_dns(c)
+                    }
+                    // Opened while starting: kept until the start is over
+                    // (its process gone means it failed).
+                    Some(_) => pending.contains(id) && alive(*pid),
+                    None => false,
+                };
+                if !keep {
+                    pending.remove(id);
+                }
+                keep
             });
         }
         for c in containers {
@@ -311,7 +350,7 @@ mod tests {
         };
         let up = container("up", vec![ep(&front, "front", [172, 18, 0, 2])], true);
         let down = container("down", vec![ep(&front, "front", [172, 18, 0, 3])], false);
-        let db = build(5, 1, &[net], &[up.clone(), down.clone()], HOST);
+        let db = build(5, 1, std::slice::from_ref(&net), &[up.clone(), down.clone()], HOST, None);
         let me = dns::ViewId(up.id.as_str().to_owned());
         assert_eq!(db.lookup(&me, "up", dns::Kind::A), dns::Lookup::Addresses(vec!["172.18.0.2".parse().unwrap()]));
         assert_eq!(
@@ -321,5 +360,14 @@ mod tests {
         assert_eq!(db.lookup(&me, "down.front", dns::Kind::A), dns::Lookup::NxDomain { zone: "front".into() });
         assert_eq!(db.view(&me).unwrap().upstreams, ["127.0.0.53:53".parse().unwrap(), "10.9.9.9:53".parse().unwrap()]);
         assert!(db.view(&dns::ViewId(down.id.as_str().to_owned())).is_none(), "stopped containers have no view");
+        // One being started counts as running.
+        let db = build(5, 2, &[net], &[up.clone(), down.clone()], "", Some(&down.id));
+        let it = dns::ViewId(down.id.as_str().to_owned());
+        assert_eq!(db.lookup(&it, "down", dns::Kind::A), dns::Lookup::Addresses(vec!["172.18.0.3".parse().unwrap()]));
+        assert_eq!(
+            db.view(&it).unwrap().upstreams,
+            ["8.8.8.8:53".parse().unwrap(), "8.8.4.4:53".parse().unwrap()],
+            "no node resolvers: Docker's fallback"
+        );
     }
 }

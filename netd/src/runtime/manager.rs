@@ -577,6 +577,10 @@ impl Runtime {
         let dns = self.dns.get().filter(|_| crate::embedded_dns::uses_embedded_dns(&c)).cloned();
         let id = c.id.clone();
         self.write_resolv_conf(&c)?;
+        if let Some(d) = &dns {
+            // Its view and names exist before its command runs.
+            d.refresh_starting(&self.store.networks()?, &self.list()?, Some(&c.id));
+        }
         // Runs while the container's first process waits: its namespace
         // exists, its command has not started yet (so its first lookup
         // finds the embedded DNS listening).
