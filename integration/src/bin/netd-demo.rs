@@ -111,6 +111,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         "netctl exec web ip -o -4 addr show eth0",
         n0.netctl(&["exec", "web", "ip", "-o", "-4", "addr", "show", "eth0"]),
     );
+    show(
+        "netctl run --rm --network front busybox timeout 5 wget -qO- http://web/   # by name: the embedded DNS",
+        n0.netctl(&["run", "--rm", "--network", "front", "busybox", "timeout", "5", "wget", "-qO-", "http://web/"]),
+    );
     if let Some(n1) = lab.nodes().get(1) {
         let url = format!("http://{}:8080/", n0.addr);
         // busybox 1.35's `wget -T` crashes: `timeout` bounds it.
