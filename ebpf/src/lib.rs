@@ -1,6 +1,22 @@
-//! netd's eBPF load-balancing datapath. So far: [`maglev`], the consistent
-//! hashing that chooses a backend per flow, computed in Rust and written
-//! to the datapath's maps. The C programs, their loader and the `Datapath`
-//! trait land with the rest of the eBPF load-balancing issue.
+//! netd's eBPF load-balancing datapath.
+//!
+//! - [`maglev`]: the consistent hashing that chooses a backend per flow,
+//!   computed in Rust and written to the datapath's maps.
+//! - [`maps`]: Rust mirrors of the C structs the maps hold.
+//! - The C program `bpf/lb.bpf.c` (tc classifier on the host side of
+//!   container veths: DNAT to a Maglev-chosen backend, connection
+//!   tracking, reverse NAT of replies), compiled by `build.rs`; [`OBJECT`]
+//!   is the object, loaded with aya.
+//!
+//! Still to come with the eBPF load-balancing issue: the `Datapath` trait
+//! and its aya-backed implementation attached to veths, pinning under
+//! `--bpf-root`, north-south, drain timeouts, `netctl lb`.
 
 pub mod maglev;
+pub mod maps;
+
+/// The compiled datapath (a BPF ELF object, 8-byte aligned for aya).
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb.bpf.o"));
+
+/// The object as a file path at build time (the layout test reads its BTF).
+pub const OBJECT_PATH: &str = concat!(env!("OUT_DIR"), "/lb.bpf.o");

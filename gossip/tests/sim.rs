@@ -76,7 +76,11 @@ async fn cluster_with(net: &MemNetwork, n: usize, tune: impl Fn(&mut Config)) ->
     for h in &hs[1..] {
         h.join(&[addr(0)]).await.unwrap();
     }
-    let limit = Duration::from_secs(10);
+    // Gossip reaches everyone only with high probability: with 5 members
+    // and memberlist's retransmit limit (4 sends per member), once in a
+    // few hundred runs one member misses a join until the next push-pull
+    // (every 30 s) repairs it, as in memberlist. Allow that repair.
+    let limit = Duration::from_secs(45);
     let start = tokio::time::Instant::now();
     while !all_alive(&hs, n).await {
         if start.elapsed() > limit {

@@ -24,6 +24,9 @@ const APT_PACKAGES: &[&str] = &[
     "serf",
     "dnsutils",
     "dnsperf",
+    "clang",
+    "libbpf-dev",
+    "bpftool",
 ];
 /// Where the docker client goes when the machine has none on PATH (the lab's
 /// `bins::docker` looks there too).

@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Service load-balancing on the host side of container veths (tc ingress:
+ * packets leaving a container). Forward: a packet to a service address is
+ * DNATed to the backend its flow's Maglev slot names (or connection
+ * tracking already chose). Reply: a packet from a backend to a client of a
+ * NATed flow gets the service address back as its source. IPv4 now; the
+ * map layouts carry IPv6 addresses already. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lb.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct lb_svc_key);
+	__type(value, struct lb_svc);
+} lb_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 20);
+	__type(key, struct lb_slot_key);
+	__type(value, __u32);
+} lb_maglev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct lb_backend);
+} lb_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct lb_ct_key);
+	__type(value, struct lb_ct);
+} lb_ct SEC(".maps");
+
+#define IP_CSUM_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, check))
+#define IP_DST_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, daddr))
+#define IP_SRC_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, saddr))
+
+/* A flow's hash (for its Maglev slot): a murmur-style mix of the tuple. */
+static __always_inline __u32 flow_hash(__u32 saddr, __u32 daddr, __u16 sport, __u16 dport, __u8 proto)
+{
+	__u64 h = ((__u64)saddr << 32) ^ daddr;
+	h ^= ((__u64)sport << 24) ^ ((__u64)dport << 8) ^ proto;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return (__u32)h;
+}
+
+/* Rewrites address (at addr_off) and port (at port_off) of an IPv4 packet,
+ * fixing the IP and L4 checksums (csum_off; UDP without checksum keeps 0). */
+static __always_inline int rewrite(struct __sk_buff *skb, __u32 addr_off, __u32 port_off, __u32 csum_off,
+				   __be32 old_addr, __be32 new_addr, __be16 old_port, __be16 new_port, int udp)
+{
+	__u64 flags = BPF_F_PSEUDO_HDR | sizeof(new_addr);
+	if (udp)
+		flags |= BPF_F_MARK_MANGLED_0;
+	if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr, flags) < 0)
+		return -1;
+	if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, (udp ? BPF_F_MARK_MANGLED_0 : 0) | sizeof(new_port)) < 0)
+		return -1;
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) < 0)
+		return -1;
+	return 0;
+}
+
+SEC("classifier")
+int lb_from_container(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
+		return TC_ACT_OK;
+	/* Fragments carry no ports: left alone. */
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return TC_ACT_OK;
+	__u8 proto = ip->protocol;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return TC_ACT_OK;
+	__u32 l4 = ETH_HLEN + ip->ihl * 4;
+	__be16 *ports = data + l4;
+	if ((void *)(ports + 2) > end)
+		return TC_ACT_OK;
+	if (proto == IPPROTO_TCP && data + l4 + sizeof(struct tcphdr) > end)
+		return TC_ACT_OK;
+	if (proto == IPPROTO_UDP && data + l4 + sizeof(struct udphdr) > end)
+		return TC_ACT_OK;
+	int udp = proto == IPPROTO_UDP;
+	__u32 csum_off = l4 + (udp ? __builtin_offsetof(struct udphdr, check) : __builtin_offsetof(struct tcphdr, check));
+	__be32 saddr = ip->saddr, daddr = ip->daddr;
+	__be16 sport = ports[0], dport = ports[1];
+	__u64 now = bpf_ktime_get_ns();
+
+	/* A reply of a NATed flow: give it the service address back. */
+	struct lb_ct_key key = {};
+	key.saddr[0] = saddr;
+	key.daddr[0] = daddr;
+	key.sport = sport;
+	key.dport = dport;
+	key.proto = proto;
+	key.dir = LB_CT_REPLY;
+	struct lb_ct *ct = bpf_map_lookup_elem(&lb_ct, &key);
+	if (ct) {
+		ct->last_seen_ns = now;
+		if (rewrite(skb, IP_SRC_OFF, l4, csum_off, saddr, ct->nat_addr[0], sport, ct->nat_port, udp) < 0)
+			return TC_ACT_SHOT;
+		return TC_ACT_OK;
+	}
+
+	/* A flow already balanced keeps its backend unless that one is gone. */
+	key.dir = LB_CT_FORWARD;
+	struct lb_backend *be = 0;
+	__u32 backend_id = 0, svc_id = 0;
+	ct = bpf_map_lookup_elem(&lb_ct, &key);
+	if (ct) {
+		backend_id = ct->backend_id;
+		svc_id = ct->svc_id;
+		be = bpf_map_lookup_elem(&lb_backends, &backend_id);
+		if (be && be->state == LB_BACKEND_GONE)
+			be = 0;
+		if (be)
+			ct->last_seen_ns = now;
+	}
+	if (!be) {
+		struct lb_svc_key sk = {};
+		sk.addr[0] = daddr;
+		sk.port = dport;
+		sk.proto = proto;
+		sk.family = LB_FAMILY_V4;
+		struct lb_svc *svc = bpf_map_lookup_elem(&lb_services, &sk);
+		if (!svc)
+			return TC_ACT_OK;
+		if (svc->table_size == 0)
+			return TC_ACT_SHOT; /* a service without backends: refuse */
+		struct lb_slot_key slot = {
+			.svc_id = svc->id,
+			.slot = flow_hash(saddr, daddr, sport, dport, proto) % svc->table_size,
+		};
+		__u32 *id = bpf_map_lookup_elem(&lb_maglev, &slot);
+		if (!id)
+			return TC_ACT_SHOT;
+		backend_id = *id;
+		svc_id = svc->id;
+		be = bpf_map_lookup_elem(&lb_backends, &backend_id);
+		if (!be || be->state == LB_BACKEND_GONE)
+			return TC_ACT_SHOT;
+		struct lb_ct fwd = {.last_seen_ns = now, .svc_id = svc_id, .backend_id = backend_id};
+		fwd.nat_addr[0] = be->addr[0];
+		fwd.nat_port = be->port;
+		bpf_map_update_elem(&lb_ct, &key, &fwd, BPF_ANY);
+		struct lb_ct_key rkey = {};
+		rkey.saddr[0] = be->addr[0];
+		rkey.daddr[0] = saddr;
+		rkey.sport = be->port;
+		rkey.dport = sport;
+		rkey.proto = proto;
+		rkey.dir = LB_CT_REPLY;
+		struct lb_ct rev = {.last_seen_ns = now, .svc_id = svc_id, .backend_id = backend_id};
+		rev.nat_addr[0] = daddr;
+		rev.nat_port = dport;
+		bpf_map_update_elem(&lb_ct, &rkey, &rev, BPF_ANY);
+	}
+	__be32 to_addr = be->addr[0];
+	__be16 to_port = be->port;
+	if (rewrite(skb, IP_DST_OFF, l4 + 2, csum_off, daddr, to_addr, dport, to_port, udp) < 0)
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
+}

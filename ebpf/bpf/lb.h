@@ -1,0 +1,68 @@
+/* Shared between the C programs and Rust (ebpf/src/maps.rs mirrors every
+ * struct with #[repr(C)]; a test checks sizes and offsets against the
+ * object's BTF). Addresses and ports in network byte order; IPv4 uses
+ * addr[0], IPv6 all four words. */
+#ifndef NETD_LB_H
+#define NETD_LB_H
+
+#include <linux/types.h>
+
+#define LB_FAMILY_V4 4
+#define LB_FAMILY_V6 6
+
+/* Backend states. */
+#define LB_BACKEND_ACTIVE 0
+#define LB_BACKEND_DRAINING 1 /* no new flows; established ones continue */
+#define LB_BACKEND_GONE 2     /* flows move to a live backend at once */
+
+/* Connection-tracking directions. */
+#define LB_CT_FORWARD 0 /* client -> service */
+#define LB_CT_REPLY 1   /* backend -> client: reverse NAT */
+
+struct lb_svc_key {
+	__u32 addr[4];
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+};
+
+struct lb_svc {
+	__u32 id;
+	__u32 table_size; /* Maglev slots; 0: no backends */
+	__u32 flags;
+	__u32 pad;
+};
+
+struct lb_slot_key {
+	__u32 svc_id;
+	__u32 slot;
+};
+
+struct lb_backend {
+	__u32 addr[4];
+	__be16 port;
+	__u8 state;
+	__u8 family;
+};
+
+struct lb_ct_key {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u16 pad;
+};
+
+struct lb_ct {
+	__u64 last_seen_ns;
+	__u32 svc_id;
+	__u32 backend_id;
+	__u32 nat_addr[4]; /* reply entries: the service address to restore */
+	__be16 nat_port;
+	__u16 pad;
+	__u32 pad2;
+};
+
+#endif

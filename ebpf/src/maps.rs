@@ -1,0 +1,161 @@
+//! Rust mirrors of the structs in `bpf/lb.h` (`#[repr(C)]`, same field
+//! order and padding). `tests/datapath.rs` checks every size and offset
+//! against the BTF that clang wrote into the object, so a change on one
+//! side only fails the tests instead of corrupting maps.
+
+/// `struct lb_svc_key`: a service address (IPv4 in `addr[0]`), port and
+/// protocol, all in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SvcKey {
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// `struct lb_svc`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Svc {
+    pub id: u32,
+    pub table_size: u32,
+    pub flags: u32,
+    pub pad: u32,
+}
+
+/// `struct lb_slot_key`: one Maglev slot of a service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotKey {
+    pub svc_id: u32,
+    pub slot: u32,
+}
+
+/// `struct lb_backend`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub state: u8,
+    pub family: u8,
+}
+
+/// `struct lb_ct_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtKey {
+    pub saddr: [u32; 4],
+    pub daddr: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub dir: u8,
+    pub pad: u16,
+}
+
+/// `struct lb_ct`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ct {
+    pub last_seen_ns: u64,
+    pub svc_id: u32,
+    pub backend_id: u32,
+    pub nat_addr: [u32; 4],
+    pub nat_port: u16,
+    pub pad: u16,
+    pub pad2: u32,
+}
+
+pub const FAMILY_V4: u8 = 4;
+pub const BACKEND_ACTIVE: u8 = 0;
+pub const BACKEND_DRAINING: u8 = 1;
+pub const BACKEND_GONE: u8 = 2;
+pub const CT_FORWARD: u8 = 0;
+pub const CT_REPLY: u8 = 1;
+
+// SAFETY: plain #[repr(C)] structs of integers with explicit padding
+// fields (here and below): every bit pattern is a valid value.
+unsafe impl aya::Pod for SvcKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Svc {}
+// SAFETY: as above.
+unsafe impl aya::Pod for SlotKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Backend {}
+// SAFETY: as above.
+unsafe impl aya::Pod for CtKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Ct {}
+
+/// One struct's layout: C name, size, (field, offset) in order.
+pub type Layout = (&'static str, usize, Vec<(&'static str, usize)>);
+
+/// Rust's view of each struct, for the layout test.
+pub fn layouts() -> Vec<Layout> {
+    use std::mem::{offset_of, size_of};
+    vec![
+        (
+            "lb_svc_key",
+            size_of::<SvcKey>(),
+            vec![
+                ("addr", offset_of!(SvcKey, addr)),
+                ("port", offset_of!(SvcKey, port)),
+                ("proto", offset_of!(SvcKey, proto)),
+                ("family", offset_of!(SvcKey, family)),
+            ],
+        ),
+        (
+            "lb_svc",
+            size_of::<Svc>(),
+            vec![
+                ("id", offset_of!(Svc, id)),
+                ("table_size", offset_of!(Svc, table_size)),
+                ("flags", offset_of!(Svc, flags)),
+                ("pad", offset_of!(Svc, pad)),
+            ],
+        ),
+        (
+            "lb_slot_key",
+            size_of::<SlotKey>(),
+            vec![("svc_id", offset_of!(SlotKey, svc_id)), ("slot", offset_of!(SlotKey, slot))],
+        ),
+        (
+            "lb_backend",
+            size_of::<Backend>(),
+            vec![
+                ("addr", offset_of!(Backend, addr)),
+                ("port", offset_of!(Backend, port)),
+                ("state", offset_of!(Backend, state)),
+                ("family", offset_of!(Backend, family)),
+            ],
+        ),
+        (
+            "lb_ct_key",
+            size_of::<CtKey>(),
+            vec![
+                ("saddr", offset_of!(CtKey, saddr)),
+                ("daddr", offset_of!(CtKey, daddr)),
+                ("sport", offset_of!(CtKey, sport)),
+                ("dport", offset_of!(CtKey, dport)),
+                ("proto", offset_of!(CtKey, proto)),
+                ("dir", offset_of!(CtKey, dir)),
+                ("pad", offset_of!(CtKey, pad)),
+            ],
+        ),
+        (
+            "lb_ct",
+            size_of::<Ct>(),
+            vec![
+                ("last_seen_ns", offset_of!(Ct, last_seen_ns)),
+                ("svc_id", offset_of!(Ct, svc_id)),
+                ("backend_id", offset_of!(Ct, backend_id)),
+                ("nat_addr", offset_of!(Ct, nat_addr)),
+                ("nat_port", offset_of!(Ct, nat_port)),
+                ("pad", offset_of!(Ct, pad)),
+                ("pad2", offset_of!(Ct, pad2)),
+            ],
+        ),
+    ]
+}

@@ -1,0 +1,313 @@
+//! The C datapath run by the kernel on packets built with etherparse
+//! (BPF_PROG_TEST_RUN, no interfaces needed): DNAT to the Maglev-chosen
+//! backend with valid checksums, the same backend for the flow afterwards,
+//! reverse NAT of replies, UDP (with and without checksum), drain and gone
+//! backends, traffic that is not for a service, and malformed or truncated
+//! packets passed untouched. Plus the layout check of the shared structs
+//! against the object's BTF.
+
+use std::net::Ipv4Addr;
+
+use aya::maps::HashMap;
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use ebpf::maglev;
+use ebpf::maps::{self, Backend, Ct, CtKey, SlotKey, Svc, SvcKey};
+use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const M: u32 = 1009;
+
+fn root() -> bool {
+    if nix_uid() == 0 {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI runs as root: BPF tests must run there");
+    eprintln!("SKIPPED: loading BPF programs needs root");
+    false
+}
+
+fn nix_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:"))?.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+#[test]
+fn shared_structs_match_the_objects_btf() {
+    let out = std::process::Command::new("bpftool")
+        .args(["btf", "dump", "file", ebpf::OBJECT_PATH, "format", "raw"])
+        .output()
+        .expect("bpftool (cargo xtask setup installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (name, size, fields) in maps::layouts() {
+        let head = format!("STRUCT '{name}' size=");
+        let at = text.find(&head).unwrap_or_else(|| panic!("{name} not in the object's BTF"));
+        let rest = &text[at + head.len()..];
+        let c_size: usize = rest.split_whitespace().next().unwrap().parse().unwrap();
+        assert_eq!(c_size, size, "size of {name}: C {c_size}, Rust {size}");
+        let members: Vec<(&str, usize)> = rest
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with('\t'))
+            .map(|l| {
+                let name = l.trim().split('\'').nth(1).unwrap();
+                let bits: usize = l.rsplit("bits_offset=").next().unwrap().trim().parse().unwrap();
+                (name, bits / 8)
+            })
+            .collect();
+        assert_eq!(members, fields, "fields of {name}: C vs Rust");
+    }
+}
+
+/// The flow hash of `bpf/lb.bpf.c`, to know which slot a flow takes.
+fn flow_hash(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> u32 {
+    let mut h: u64 = (u64::from(saddr) << 32) ^ u64::from(daddr);
+    h ^= (u64::from(sport) << 24) ^ (u64::from(dport) << 8) ^ u64::from(proto);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h as u32
+}
+
+/// Network-order u32 of an address, as the program stores it.
+fn be(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 5);
+const BACKENDS: [Ipv4Addr; 3] = [Ipv4Addr::new(10, 0, 1, 1), Ipv4Addr::new(10, 0, 1, 2), Ipv4Addr::new(10, 0, 1, 3)];
+
+struct Lab {
+    bpf: aya::Ebpf,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let mut bpf = aya::Ebpf::load(ebpf::OBJECT).expect("the object loads");
+        let prog: &mut SchedClassifier = bpf.program_mut("lb_from_container").unwrap().try_into().unwrap();
+        prog.load().expect("the verifier accepts the program");
+        let mut lab = Lab { bpf };
+        for (i, b) in BACKENDS.iter().enumerate() {
+            lab.backend(i as u32 + 1, *b, maps::BACKEND_ACTIVE);
+        }
+        for proto in [6u8, 17] {
+            let key = SvcKey { addr: [be(VIP), 0, 0, 0], port: 80u16.to_be(), proto, family: maps::FAMILY_V4 };
+            let mut svcs: HashMap<_, SvcKey, Svc> = HashMap::try_from(lab.bpf.map_mut("lb_services").unwrap()).unwrap();
+            svcs.insert(key, Svc { id: u32::from(proto), table_size: M, ..Default::default() }, 0).unwrap();
+        }
+        lab.maglev(&[1, 2, 3]);
+        lab
+    }
+
+    fn backend(&mut self, id: u32, a: Ipv4Addr, state: u8) {
+        let mut m: HashMap<_, u32, Backend> = HashMap::try_from(self.bpf.map_mut("lb_backends").unwrap()).unwrap();
+        m.insert(id, Backend { addr: [be(a), 0, 0, 0], port: 8080u16.to_be(), state, family: maps::FAMILY_V4 }, 0)
+            .unwrap();
+    }
+
+    /// Writes both services' Maglev tables over backend ids `ids`.
+    fn maglev(&mut self, ids: &[u32]) {
+        let list: Vec<maglev::Backend> = ids
+            .iter()
+            .map(|&i| maglev::Backend { name: format!("{}:8080", BACKENDS[i as usize - 1]), weight: 1 })
+            .collect();
+        let table = maglev::table(&list, M).unwrap();
+        let mut m: HashMap<_, SlotKey, u32> = HashMap::try_from(self.bpf.map_mut("lb_maglev").unwrap()).unwrap();
+        for svc_id in [6u32, 17] {
+            for (slot, idx) in table.iter().enumerate() {
+                m.insert(SlotKey { svc_id, slot: slot as u32 }, ids[*idx as usize], 0).unwrap();
+            }
+        }
+    }
+
+    /// The backend a new flow lands on, by the table in the map.
+    fn expected(&self, sport: u16, proto: u8) -> Ipv4Addr {
+        let slot = flow_hash(be(CLIENT), be(VIP), sport.to_be(), 80u16.to_be(), proto) % M;
+        let m: HashMap<_, SlotKey, u32> = HashMap::try_from(self.bpf.map("lb_maglev").unwrap()).unwrap();
+        let id = m.get(&SlotKey { svc_id: u32::from(proto), slot }, 0).unwrap();
+        BACKENDS[id as usize - 1]
+    }
+
+    fn run(&self, pkt: &[u8]) -> (u32, Vec<u8>) {
+        self.try_run(pkt).expect("BPF_PROG_TEST_RUN")
+    }
+
+    fn try_run(&self, pkt: &[u8]) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
+        let prog: &SchedClassifier = self.bpf.program("lb_from_container").unwrap().try_into().unwrap();
+        let mut out = vec![0u8; pkt.len() + 256];
+        let r = prog.test_run(TestRunOptions { data_in: Some(pkt), data_out: Some(&mut out), ..Default::default() })?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
+    fn ct_entries(&self) -> usize {
+        let m: HashMap<_, CtKey, Ct> = HashMap::try_from(self.bpf.map("lb_ct").unwrap()).unwrap();
+        m.keys().count()
+    }
+}
+
+const PAYLOAD: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
+
+fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1000, 64000);
+    let mut v = Vec::new();
+    b.write(&mut v, PAYLOAD).unwrap();
+    v
+}
+
+fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, zero_csum: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src.octets(), dst.octets(), 64)
+        .udp(sport, dport);
+    let mut v = Vec::new();
+    b.write(&mut v, PAYLOAD).unwrap();
+    if zero_csum {
+        let l4 = 14 + 20;
+        v[l4 + 6] = 0;
+        v[l4 + 7] = 0;
+    }
+    v
+}
+
+/// (src, sport, dst, dport) of a packet, after checking every checksum.
+fn parse(pkt: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+    let h = PacketHeaders::from_ethernet_slice(pkt).expect("a well-formed packet");
+    let Some(NetHeaders::Ipv4(ip, _)) = h.net else { panic!("not IPv4") };
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "IP header checksum");
+    match h.transport {
+        Some(TransportHeader::Tcp(t)) => {
+            assert_eq!(t.checksum, t.calc_checksum_ipv4(&ip, PAYLOAD).unwrap(), "TCP checksum");
+            (ip.source.into(), t.source_port, ip.destination.into(), t.destination_port)
+        }
+        Some(TransportHeader::Udp(u)) => {
+            if u.checksum != 0 {
+                assert_eq!(u.checksum, u.calc_checksum_ipv4(&ip, PAYLOAD).unwrap(), "UDP checksum");
+            }
+            (ip.source.into(), u.source_port, ip.destination.into(), u.destination_port)
+        }
+        other => panic!("unexpected transport {other:?}"),
+    }
+}
+
+#[test]
+fn dnat_to_the_maglev_backend_and_reverse_nat_of_replies() {
+    if !root() {
+        return;
+    }
+    let lab = Lab::new();
+    let want = lab.expected(40000, 6);
+    let (ret, out) = lab.run(&tcp(CLIENT, 40000, VIP, 80));
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(parse(&out), (CLIENT, 40000, want, 8080), "DNAT to the backend of the flow's slot");
+    // The flow keeps its backend; the reply gets the service address back.
+    for _ in 0..3 {
+        assert_eq!(parse(&lab.run(&tcp(CLIENT, 40000, VIP, 80)).1), (CLIENT, 40000, want, 8080));
+    }
+    let (ret, out) = lab.run(&tcp(want, 8080, CLIENT, 40000));
+    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(parse(&out), (VIP, 80, CLIENT, 40000), "the client only ever sees the VIP");
+    assert_eq!(lab.ct_entries(), 2, "one forward and one reply entry");
+    // Many flows spread over all backends, each as the table says.
+    let mut seen = std::collections::HashSet::new();
+    for sport in 41000..41060 {
+        let (_, out) = lab.run(&tcp(CLIENT, sport, VIP, 80));
+        let (_, _, dst, _) = parse(&out);
+        assert_eq!(dst, lab.expected(sport, 6), "flow {sport}");
+        seen.insert(dst);
+    }
+    assert_eq!(seen.len(), 3, "all backends used: {seen:?}");
+}
+
+#[test]
+fn udp_with_and_without_checksum() {
+    if !root() {
+        return;
+    }
+    let lab = Lab::new();
+    let want = lab.expected(5353, 17);
+    assert_eq!(parse(&lab.run(&udp(CLIENT, 5353, VIP, 80, false)).1), (CLIENT, 5353, want, 8080));
+    let (_, out) = lab.run(&udp(CLIENT, 5353, VIP, 80, true));
+    assert_eq!(parse(&out), (CLIENT, 5353, want, 8080));
+    assert_eq!(&out[14 + 20 + 6..14 + 20 + 8], &[0, 0], "no checksum stays no checksum");
+    assert_eq!(parse(&lab.run(&udp(want, 8080, CLIENT, 5353, false)).1), (VIP, 80, CLIENT, 5353));
+}
+
+#[test]
+fn draining_keeps_flows_and_gone_moves_them() {
+    if !root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (_, out) = lab.run(&tcp(CLIENT, 40000, VIP, 80));
+    let first = parse(&out).2;
+    let id = BACKENDS.iter().position(|b| *b == first).unwrap() as u32 + 1;
+    let others: Vec<u32> = (1..=3).filter(|i| *i != id).collect();
+    // Draining: out of the table for new flows, established ones stay.
+    lab.backend(id, first, maps::BACKEND_DRAINING);
+    lab.maglev(&others);
+    assert_eq!(
+        parse(&lab.run(&tcp(CLIENT, 40000, VIP, 80)).1).2,
+        first,
+        "an established flow stays on a draining backend"
+    );
+    for sport in 42000..42030 {
+        assert_ne!(parse(&lab.run(&tcp(CLIENT, sport, VIP, 80)).1).2, first, "a new flow {sport} avoids it");
+    }
+    // Gone: the established flow moves at once to a live backend.
+    lab.backend(id, first, maps::BACKEND_GONE);
+    let (ret, out) = lab.run(&tcp(CLIENT, 40000, VIP, 80));
+    assert_eq!(ret, TC_ACT_OK);
+    let now = parse(&out).2;
+    assert_ne!(now, first);
+    assert_eq!(now, lab.expected(40000, 6));
+}
+
+#[test]
+fn other_traffic_and_malformed_packets_pass_untouched() {
+    if !root() {
+        return;
+    }
+    let lab = Lab::new();
+    // Not a service (other address, other port).
+    for pkt in [tcp(CLIENT, 40000, Ipv4Addr::new(10, 96, 0, 11), 80), tcp(CLIENT, 40000, VIP, 81)] {
+        let (ret, out) = lab.run(&pkt);
+        assert_eq!((ret, &out), (TC_ACT_OK, &pkt));
+    }
+    // Truncated anywhere: passed as is.
+    let good = tcp(CLIENT, 40000, VIP, 80);
+    for cut in [15, 20, 33, 34, 36, 40, 50] {
+        let pkt = &good[..cut];
+        match lab.try_run(pkt) {
+            Ok((ret, out)) => assert_eq!((ret, out.as_slice()), (TC_ACT_OK, pkt), "cut at {cut}"),
+            // The kernel's test runner itself refuses IPv4 frames shorter
+            // than an IP header; from 34 bytes on the program must see them.
+            Err(e) => assert!(cut < 34, "cut at {cut}: {e:?}"),
+        }
+    }
+    // A header length below 5, a fragment, ARP: passed as is.
+    let mut bad_ihl = good.clone();
+    bad_ihl[14] = 0x44;
+    let mut frag = good.clone();
+    frag[14 + 6] = 0x20; // more fragments
+    let mut arp = good.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    for pkt in [bad_ihl, frag, arp] {
+        let (ret, out) = lab.run(&pkt);
+        assert_eq!((ret, &out), (TC_ACT_OK, &pkt));
+    }
+    assert_eq!(lab.ct_entries(), 0, "nothing tracked for what was not balanced");
+    // A service without backends drops rather than leaking to the VIP.
+    let mut lab = lab;
+    let mut svcs: HashMap<_, SvcKey, Svc> = HashMap::try_from(lab.bpf.map_mut("lb_services").unwrap()).unwrap();
+    let key = SvcKey { addr: [be(VIP), 0, 0, 0], port: 80u16.to_be(), proto: 6, family: maps::FAMILY_V4 };
+    svcs.insert(key, Svc { id: 6, table_size: 0, ..Default::default() }, 0).unwrap();
+    assert_eq!(lab.run(&tcp(CLIENT, 43000, VIP, 80)).0, TC_ACT_SHOT);
+}
