@@ -8,10 +8,15 @@
 //!   tracking, reverse NAT of replies), compiled by `build.rs`; [`OBJECT`]
 //!   is the object, loaded with aya.
 //!
-//! Still to come with the eBPF load-balancing issue: the `Datapath` trait
-//! and its aya-backed implementation attached to veths, pinning under
-//! `--bpf-root`, north-south, drain timeouts, `netctl lb`.
+//! - [`datapath`]: the `Datapath` trait, its aya-backed `Kernel` (load,
+//!   services and backends into the maps, attach to veths with TCX, read
+//!   conntrack) and the `Recording` fake.
+//!
+//! Still to come with the eBPF load-balancing issue: pinning under
+//! `--bpf-root` and re-adoption, north-south, conntrack timeouts, counters,
+//! `netctl lb`, netd feeding it services.
 
+pub mod datapath;
 pub mod maglev;
 pub mod maps;
 

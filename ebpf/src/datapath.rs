@@ -1,0 +1,395 @@
+//! The control side of the datapath: a [`Datapath`] trait (services,
+//! backends, attachment, conntrack), the aya-backed [`Kernel`] and the
+//! [`Recording`] fake. The pure part — ids, Maglev tables, which map
+//! entries a change needs — is [`Plan`]; both implementations apply it.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use crate::maglev;
+use crate::maps::{self, Backend, Ct, CtKey, SlotKey, Svc, SvcKey};
+
+/// What can go wrong controlling the datapath.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("maglev: {0}")]
+    Maglev(#[from] maglev::MaglevError),
+    #[error("loading the datapath: {0}")]
+    Load(String),
+    #[error("map {map}: {why}")]
+    Map { map: &'static str, why: String },
+    #[error("attaching to {ifname}: {why}")]
+    Attach { ifname: String, why: String },
+    #[error("no service {0}")]
+    NoService(String),
+}
+
+/// Transport protocol of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+}
+
+/// A backend's lifecycle: new flows go to active ones only; draining ones
+/// keep their established flows; gone ones lose them at once (rehashed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendState {
+    Active,
+    Draining,
+    Gone,
+}
+
+/// One backend of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+    pub state: BackendState,
+}
+
+/// A service: (address, port, protocol) and its backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub proto: Proto,
+    pub backends: Vec<BackendSpec>,
+}
+
+impl ServiceSpec {
+    fn key(&self) -> (Ipv4Addr, u16, Proto) {
+        (self.addr, self.port, self.proto)
+    }
+}
+
+/// A tracked flow, as `netctl lb conntrack` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub client: (Ipv4Addr, u16),
+    pub service: (Ipv4Addr, u16),
+    pub backend: (Ipv4Addr, u16),
+    pub proto: u8,
+}
+
+/// Controls a datapath.
+pub trait Datapath {
+    /// Adds or replaces a service and its backends.
+    fn upsert_service(&mut self, svc: &ServiceSpec) -> Result<(), DatapathError>;
+    /// Removes a service (its flows then pass untouched).
+    fn delete_service(&mut self, addr: Ipv4Addr, port: u16, proto: Proto) -> Result<(), DatapathError>;
+    /// Runs the datapath on packets arriving on `ifname` (the host side of
+    /// a container's veth).
+    fn attach(&mut self, ifname: &str) -> Result<(), DatapathError>;
+    /// The flows it tracks (forward entries).
+    fn flows(&self) -> Result<Vec<Flow>, DatapathError>;
+}
+
+fn v4(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+fn from_v4(x: u32) -> Ipv4Addr {
+    Ipv4Addr::from(x.to_ne_bytes())
+}
+
+/// Map writes a change needs, computed without the kernel.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub backends: Vec<(u32, Backend)>,
+    pub slots: Vec<(SlotKey, u32)>,
+    pub stale_slots: Vec<SlotKey>,
+    pub service: Option<(SvcKey, Svc)>,
+}
+
+/// Ids and table sizes: the state both implementations share.
+#[derive(Debug)]
+pub struct Ids {
+    table_size: u32,
+    services: BTreeMap<(Ipv4Addr, u16, Proto), (u32, u32)>,
+    backends: BTreeMap<(Ipv4Addr, u16), u32>,
+    next_svc: u32,
+    next_backend: u32,
+}
+
+impl Ids {
+    /// Maglev tables of `table_size` slots (a prime).
+    pub fn new(table_size: u32) -> Result<Ids, DatapathError> {
+        if !maglev::is_prime(table_size) {
+            return Err(maglev::MaglevError::NotPrime(table_size).into());
+        }
+        Ok(Ids { table_size, services: BTreeMap::new(), backends: BTreeMap::new(), next_svc: 1, next_backend: 1 })
+    }
+
+    /// The writes that make `svc` current.
+    pub fn plan(&mut self, svc: &ServiceSpec) -> Result<Plan, DatapathError> {
+        let mut plan = Plan::default();
+        let mut live = Vec::new();
+        let mut live_ids = Vec::new();
+        for b in &svc.backends {
+            let next = &mut self.next_backend;
+            let id = *self.backends.entry((b.addr, b.port)).or_insert_with(|| {
+                *next += 1;
+                *next - 1
+            });
+            let state = match b.state {
+                BackendState::Active => maps::BACKEND_ACTIVE,
+                BackendState::Draining => maps::BACKEND_DRAINING,
+                BackendState::Gone => maps::BACKEND_GONE,
+            };
+            plan.backends.push((
+                id,
+                Backend { addr: [v4(b.addr), 0, 0, 0], port: b.port.to_be(), state, family: maps::FAMILY_V4 },
+            ));
+            if b.state == BackendState::Active {
+                live.push(maglev::Backend { name: format!("{}:{}", b.addr, b.port), weight: b.weight.max(1) });
+                live_ids.push(id);
+            }
+        }
+        let next = &mut self.next_svc;
+        let (svc_id, old_size) = *self.services.entry(svc.key()).or_insert_with(|| {
+            *next += 1;
+            (*next - 1, 0)
+        });
+        let m = if live.is_empty() { 0 } else { self.table_size };
+        if m > 0 {
+            let table = maglev::table(&live, m)?;
+            plan.slots = table
+                .iter()
+                .enumerate()
+                .map(|(s, i)| (SlotKey { svc_id, slot: s as u32 }, live_ids[*i as usize]))
+                .collect();
+        }
+        plan.stale_slots = (m..old_size).map(|slot| SlotKey { svc_id, slot }).collect();
+        self.services.insert(svc.key(), (svc_id, m));
+        let key = SvcKey {
+            addr: [v4(svc.addr), 0, 0, 0],
+            port: svc.port.to_be(),
+            proto: svc.proto.number(),
+            family: maps::FAMILY_V4,
+        };
+        plan.service = Some((key, Svc { id: svc_id, table_size: m, ..Default::default() }));
+        Ok(plan)
+    }
+
+    /// Forgets a service: its key and slots to delete.
+    pub fn forget(&mut self, addr: Ipv4Addr, port: u16, proto: Proto) -> Result<(SvcKey, Vec<SlotKey>), DatapathError> {
+        let (svc_id, size) = self
+            .services
+            .remove(&(addr, port, proto))
+            .ok_or_else(|| DatapathError::NoService(format!("{addr}:{port}/{proto:?}")))?;
+        let key =
+            SvcKey { addr: [v4(addr), 0, 0, 0], port: port.to_be(), proto: proto.number(), family: maps::FAMILY_V4 };
+        Ok((key, (0..size).map(|slot| SlotKey { svc_id, slot }).collect()))
+    }
+}
+
+/// A fake that records what it was asked, for callers' tests.
+#[derive(Debug)]
+pub struct Recording {
+    pub ids: Ids,
+    pub calls: Vec<String>,
+    pub plans: Vec<Plan>,
+}
+
+impl Recording {
+    pub fn new() -> Recording {
+        Recording {
+            ids: Ids::new(maglev::DEFAULT_SIZE).unwrap_or_else(|_| unreachable!("16381 is prime")),
+            calls: Vec::new(),
+            plans: Vec::new(),
+        }
+    }
+}
+
+impl Default for Recording {
+    fn default() -> Self {
+        Recording::new()
+    }
+}
+
+impl Datapath for Recording {
+    fn upsert_service(&mut self, svc: &ServiceSpec) -> Result<(), DatapathError> {
+        self.calls.push(format!("upsert {}:{}/{:?} x{}", svc.addr, svc.port, svc.proto, svc.backends.len()));
+        let p = self.ids.plan(svc)?;
+        self.plans.push(p);
+        Ok(())
+    }
+    fn delete_service(&mut self, addr: Ipv4Addr, port: u16, proto: Proto) -> Result<(), DatapathError> {
+        self.calls.push(format!("delete {addr}:{port}/{proto:?}"));
+        self.ids.forget(addr, port, proto).map(|_| ())
+    }
+    fn attach(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        self.calls.push(format!("attach {ifname}"));
+        Ok(())
+    }
+    fn flows(&self) -> Result<Vec<Flow>, DatapathError> {
+        Ok(Vec::new())
+    }
+}
+
+/// The real datapath: the object loaded into the kernel with aya.
+pub struct Kernel {
+    bpf: aya::Ebpf,
+    ids: Ids,
+    links: Vec<(String, aya::programs::tc::SchedClassifierLinkId)>,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel").field("ids", &self.ids).finish_non_exhaustive()
+    }
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+    move |e| DatapathError::Map { map, why: e.to_string() }
+}
+
+impl Kernel {
+    /// Loads the program (the verifier checks it here) and its maps.
+    pub fn load(table_size: u32) -> Result<Kernel, DatapathError> {
+        let ids = Ids::new(table_size)?;
+        let mut bpf = aya::Ebpf::load(crate::OBJECT).map_err(|e| DatapathError::Load(e.to_string()))?;
+        let prog: &mut aya::programs::SchedClassifier = bpf
+            .program_mut("lb_from_container")
+            .ok_or_else(|| DatapathError::Load("no program lb_from_container in the object".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(e.to_string()))?;
+        prog.load().map_err(|e| DatapathError::Load(e.to_string()))?;
+        Ok(Kernel { bpf, ids, links: Vec::new() })
+    }
+
+    fn hash<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<aya::maps::HashMap<&mut aya::maps::MapData, K, V>, DatapathError> {
+        let m = self.bpf.map_mut(name).ok_or_else(|| DatapathError::Map { map: name, why: "missing".into() })?;
+        aya::maps::HashMap::try_from(m).map_err(map_err(name))
+    }
+
+    fn apply(&mut self, plan: Plan) -> Result<(), DatapathError> {
+        // Backends, then slots, then the service: a packet never finds a
+        // slot naming a backend that is not there yet.
+        let mut b = self.hash::<u32, Backend>("lb_backends")?;
+        for (id, be) in &plan.backends {
+            b.insert(id, be, 0).map_err(map_err("lb_backends"))?;
+        }
+        let mut s = self.hash::<SlotKey, u32>("lb_maglev")?;
+        for (k, id) in &plan.slots {
+            s.insert(k, id, 0).map_err(map_err("lb_maglev"))?;
+        }
+        if let Some((k, v)) = &plan.service {
+            let mut svc = self.hash::<SvcKey, Svc>("lb_services")?;
+            svc.insert(k, v, 0).map_err(map_err("lb_services"))?;
+        }
+        let mut s = self.hash::<SlotKey, u32>("lb_maglev")?;
+        for k in &plan.stale_slots {
+            let _ = s.remove(k);
+        }
+        Ok(())
+    }
+}
+
+impl Datapath for Kernel {
+    fn upsert_service(&mut self, svc: &ServiceSpec) -> Result<(), DatapathError> {
+        let plan = self.ids.plan(svc)?;
+        self.apply(plan)
+    }
+
+    fn delete_service(&mut self, addr: Ipv4Addr, port: u16, proto: Proto) -> Result<(), DatapathError> {
+        let (key, slots) = self.ids.forget(addr, port, proto)?;
+        let mut svc = self.hash::<SvcKey, Svc>("lb_services")?;
+        svc.remove(&key).map_err(map_err("lb_services"))?;
+        let mut s = self.hash::<SlotKey, u32>("lb_maglev")?;
+        for k in &slots {
+            let _ = s.remove(k);
+        }
+        Ok(())
+    }
+
+    /// Attaches in the calling thread's network namespace (TCX on kernels
+    /// from 6.6, no qdisc needed).
+    fn attach(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        let prog: &mut aya::programs::SchedClassifier = self
+            .bpf
+            .program_mut("lb_from_container")
+            .ok_or_else(|| DatapathError::Load("no program".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(e.to_string()))?;
+        let id = prog
+            .attach(ifname, aya::programs::TcAttachType::Ingress)
+            .map_err(|e| DatapathError::Attach { ifname: ifname.to_owned(), why: e.to_string() })?;
+        self.links.push((ifname.to_owned(), id));
+        Ok(())
+    }
+
+    fn flows(&self) -> Result<Vec<Flow>, DatapathError> {
+        let m = self.bpf.map("lb_ct").ok_or_else(|| DatapathError::Map { map: "lb_ct", why: "missing".into() })?;
+        let ct: aya::maps::HashMap<_, CtKey, Ct> = aya::maps::HashMap::try_from(m).map_err(map_err("lb_ct"))?;
+        let mut out = Vec::new();
+        for e in ct.iter() {
+            let (k, v) = e.map_err(map_err("lb_ct"))?;
+            if k.dir != maps::CT_FORWARD {
+                continue;
+            }
+            out.push(Flow {
+                client: (from_v4(k.saddr[0]), u16::from_be(k.sport)),
+                service: (from_v4(k.daddr[0]), u16::from_be(k.dport)),
+                backend: (from_v4(v.nat_addr[0]), u16::from_be(v.nat_port)),
+                proto: k.proto,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(backends: &[(u8, BackendState)]) -> ServiceSpec {
+        ServiceSpec {
+            addr: Ipv4Addr::new(10, 96, 0, 10),
+            port: 80,
+            proto: Proto::Tcp,
+            backends: backends
+                .iter()
+                .map(|(i, s)| BackendSpec { addr: Ipv4Addr::new(10, 0, 0, *i), port: 8080, weight: 1, state: *s })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn plans_keep_ids_and_leave_draining_backends_out_of_the_table() {
+        let mut ids = Ids::new(1009).unwrap();
+        let p = ids.plan(&svc(&[(1, BackendState::Active), (2, BackendState::Active)])).unwrap();
+        assert_eq!(p.slots.len(), 1009);
+        let (_, s) = p.service.unwrap();
+        assert_eq!((s.id, s.table_size), (1, 1009));
+        let p = ids.plan(&svc(&[(1, BackendState::Active), (2, BackendState::Draining)])).unwrap();
+        assert_eq!(
+            p.backends.iter().map(|b| (b.0, b.1.state)).collect::<Vec<_>>(),
+            [(1, maps::BACKEND_ACTIVE), (2, maps::BACKEND_DRAINING)]
+        );
+        assert!(p.slots.iter().all(|(_, id)| *id == 1), "a draining backend gets no new flows");
+        assert_eq!(p.service.unwrap().1.id, 1, "same service id");
+        // No live backend: no table, the old slots go.
+        let p = ids.plan(&svc(&[(1, BackendState::Gone)])).unwrap();
+        assert_eq!((p.slots.len(), p.stale_slots.len(), p.service.unwrap().1.table_size), (0, 1009, 0));
+        let mut r = Recording::new();
+        r.upsert_service(&svc(&[(1, BackendState::Active)])).unwrap();
+        r.attach("veth1").unwrap();
+        assert!(r.delete_service(Ipv4Addr::new(10, 96, 0, 11), 80, Proto::Tcp).is_err());
+        assert_eq!(r.calls, ["upsert 10.96.0.10:80/Tcp x1", "attach veth1", "delete 10.96.0.11:80/Tcp"]);
+    }
+}
