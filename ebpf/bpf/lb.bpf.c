@@ -47,6 +47,30 @@ struct {
 	__type(value, struct lb_ct);
 } lb_ct SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct lb_stats);
+} lb_stats SEC(".maps");
+
+/* Counts a packet (and a new flow) sent to a backend. */
+static __always_inline void count(__u32 backend_id, __u32 len, int new_flow)
+{
+	struct lb_stats *st = bpf_map_lookup_elem(&lb_stats, &backend_id);
+	if (!st) {
+		struct lb_stats zero = {};
+		bpf_map_update_elem(&lb_stats, &backend_id, &zero, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&lb_stats, &backend_id);
+		if (!st)
+			return;
+	}
+	st->packets++;
+	st->bytes += len;
+	if (new_flow)
+		st->flows++;
+}
+
 #define IP_CSUM_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, check))
 #define IP_DST_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, daddr))
 #define IP_SRC_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, saddr))
@@ -136,6 +160,7 @@ int lb_from_container(struct __sk_buff *skb)
 	key.dir = LB_CT_FORWARD;
 	struct lb_backend *be = 0;
 	__u32 backend_id = 0, svc_id = 0;
+	int new_flow = 0;
 	ct = bpf_map_lookup_elem(&lb_ct, &key);
 	if (ct) {
 		backend_id = ct->backend_id;
@@ -184,7 +209,9 @@ int lb_from_container(struct __sk_buff *skb)
 		rev.nat_addr[0] = daddr;
 		rev.nat_port = dport;
 		bpf_map_update_elem(&lb_ct, &rkey, &rev, BPF_ANY);
+		new_flow = 1;
 	}
+	count(backend_id, skb->len, new_flow);
 	__be32 to_addr = be->addr[0];
 	__be16 to_port = be->port;
 	if (rewrite(skb, IP_DST_OFF, l4 + 2, csum_off, daddr, to_addr, dport, to_port, udp) < 0)

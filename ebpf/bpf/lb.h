@@ -65,4 +65,11 @@ struct lb_ct {
 	__u32 pad2;
 };
 
+/* Per backend, per CPU: what the datapath sent it. */
+struct lb_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 flows;
+};
+
 #endif

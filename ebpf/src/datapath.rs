@@ -93,6 +93,17 @@ pub trait Datapath {
     fn attach(&mut self, ifname: &str) -> Result<(), DatapathError>;
     /// The flows it tracks (forward entries).
     fn flows(&self) -> Result<Vec<Flow>, DatapathError>;
+    /// Per backend: packets, bytes and new flows sent to it (all CPUs).
+    fn counters(&self) -> Result<Vec<Counters>, DatapathError>;
+}
+
+/// What the datapath sent one backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counters {
+    pub backend: (Ipv4Addr, u16),
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
 }
 
 fn v4(a: Ipv4Addr) -> u32 {
@@ -236,6 +247,9 @@ impl Datapath for Recording {
     fn flows(&self) -> Result<Vec<Flow>, DatapathError> {
         Ok(Vec::new())
     }
+    fn counters(&self) -> Result<Vec<Counters>, DatapathError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The real datapath: the object loaded into the kernel with aya.
@@ -348,6 +362,25 @@ impl Datapath for Kernel {
                 backend: (from_v4(v.nat_addr[0]), u16::from_be(v.nat_port)),
                 proto: k.proto,
             });
+        }
+        Ok(out)
+    }
+
+    fn counters(&self) -> Result<Vec<Counters>, DatapathError> {
+        let m =
+            self.bpf.map("lb_stats").ok_or_else(|| DatapathError::Map { map: "lb_stats", why: "missing".into() })?;
+        let stats: aya::maps::PerCpuHashMap<_, u32, maps::Stats> =
+            aya::maps::PerCpuHashMap::try_from(m).map_err(map_err("lb_stats"))?;
+        let mut out = Vec::new();
+        for (&(addr, port), id) in &self.ids.backends {
+            let Ok(per_cpu) = stats.get(id, 0) else { continue };
+            let mut c = Counters { backend: (addr, port), packets: 0, bytes: 0, flows: 0 };
+            for s in per_cpu.iter() {
+                c.packets += s.packets;
+                c.bytes += s.bytes;
+                c.flows += s.flows;
+            }
+            out.push(c);
         }
         Ok(out)
     }

@@ -68,6 +68,15 @@ pub struct Ct {
     pub pad2: u32,
 }
 
+/// `struct lb_stats` (one per CPU per backend).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
+}
+
 pub const FAMILY_V4: u8 = 4;
 pub const BACKEND_ACTIVE: u8 = 0;
 pub const BACKEND_DRAINING: u8 = 1;
@@ -88,6 +97,8 @@ unsafe impl aya::Pod for Backend {}
 unsafe impl aya::Pod for CtKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Ct {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Stats {}
 
 /// One struct's layout: C name, size, (field, offset) in order.
 pub type Layout = (&'static str, usize, Vec<(&'static str, usize)>);
@@ -142,6 +153,15 @@ pub fn layouts() -> Vec<Layout> {
                 ("proto", offset_of!(CtKey, proto)),
                 ("dir", offset_of!(CtKey, dir)),
                 ("pad", offset_of!(CtKey, pad)),
+            ],
+        ),
+        (
+            "lb_stats",
+            size_of::<Stats>(),
+            vec![
+                ("packets", offset_of!(Stats, packets)),
+                ("bytes", offset_of!(Stats, bytes)),
+                ("flows", offset_of!(Stats, flows)),
             ],
         ),
         (

@@ -215,6 +215,14 @@ fn dnat_to_the_maglev_backend_and_reverse_nat_of_replies() {
     assert_eq!(ret, TC_ACT_OK);
     assert_eq!(parse(&out), (VIP, 80, CLIENT, 40000), "the client only ever sees the VIP");
     assert_eq!(lab.ct_entries(), 2, "one forward and one reply entry");
+    // Counted: 4 packets, one flow, for that backend only.
+    let id = BACKENDS.iter().position(|b| *b == want).unwrap() as u32 + 1;
+    let stats: aya::maps::PerCpuHashMap<_, u32, maps::Stats> =
+        aya::maps::PerCpuHashMap::try_from(lab.bpf.map("lb_stats").unwrap()).unwrap();
+    let sum = stats.get(&id, 0).unwrap().iter().fold((0, 0, 0), |a, s| (a.0 + s.packets, a.1 + s.bytes, a.2 + s.flows));
+    assert_eq!((sum.0, sum.2), (4, 1), "packets and flows of backend {id}");
+    assert_eq!(sum.1, 4 * tcp(CLIENT, 40000, VIP, 80).len() as u64, "bytes");
+    assert_eq!(stats.keys().count(), 1, "no other backend counted");
     // Many flows spread over all backends, each as the table says.
     let mut seen = std::collections::HashSet::new();
     for sport in 41000..41060 {

@@ -137,6 +137,8 @@ fn clients_reach_backends_through_a_vip_and_survive_a_drain() {
     let got = probe::udp(&client, VIP, 80, Duration::from_secs(2)).expect("UDP through the VIP");
     assert!(got.starts_with("b1@") || got.starts_with("b2@"), "{got}");
     assert!(dp.flows().unwrap().iter().any(|f| f.service == (VIP, 80) && f.client.0 == Ipv4Addr::new(10, 200, 0, 10)));
+    let flows: u64 = dp.counters().unwrap().iter().filter(|c| c.backend.1 == 8080).map(|c| c.flows).sum();
+    assert_eq!(flows, 21, "20 TCP connections and one UDP flow counted");
 
     // 16 established connections, then b1 drained: every one keeps
     // working (zero failures), new connections all go to b2.
