@@ -139,6 +139,14 @@ int lb_from_container(struct __sk_buff *skb)
 	__be32 saddr = ip->saddr, daddr = ip->daddr;
 	__be16 sport = ports[0], dport = ports[1];
 	__u64 now = bpf_ktime_get_ns();
+	__u16 closing = 0;
+	if (!udp) {
+		struct tcphdr *th = data + l4;
+		if ((void *)(th + 1) > end)
+			return TC_ACT_OK;
+		if (th->fin || th->rst)
+			closing = LB_CT_CLOSING;
+	}
 
 	/* A reply of a NATed flow: give it the service address back. */
 	struct lb_ct_key key = {};
@@ -151,6 +159,7 @@ int lb_from_container(struct __sk_buff *skb)
 	struct lb_ct *ct = bpf_map_lookup_elem(&lb_ct, &key);
 	if (ct) {
 		ct->last_seen_ns = now;
+		ct->flags |= LB_CT_SEEN_REPLY | closing;
 		if (rewrite(skb, IP_SRC_OFF, l4, csum_off, saddr, ct->nat_addr[0], sport, ct->nat_port, udp) < 0)
 			return TC_ACT_SHOT;
 		return TC_ACT_OK;
@@ -168,8 +177,10 @@ int lb_from_container(struct __sk_buff *skb)
 		be = bpf_map_lookup_elem(&lb_backends, &backend_id);
 		if (be && be->state == LB_BACKEND_GONE)
 			be = 0;
-		if (be)
+		if (be) {
 			ct->last_seen_ns = now;
+			ct->flags |= closing;
+		}
 	}
 	if (!be) {
 		struct lb_svc_key sk = {};
@@ -194,7 +205,7 @@ int lb_from_container(struct __sk_buff *skb)
 		be = bpf_map_lookup_elem(&lb_backends, &backend_id);
 		if (!be || be->state == LB_BACKEND_GONE)
 			return TC_ACT_SHOT;
-		struct lb_ct fwd = {.last_seen_ns = now, .svc_id = svc_id, .backend_id = backend_id};
+		struct lb_ct fwd = {.last_seen_ns = now, .svc_id = svc_id, .backend_id = backend_id, .flags = closing};
 		fwd.nat_addr[0] = be->addr[0];
 		fwd.nat_port = be->port;
 		bpf_map_update_elem(&lb_ct, &key, &fwd, BPF_ANY);
@@ -205,7 +216,7 @@ int lb_from_container(struct __sk_buff *skb)
 		rkey.dport = sport;
 		rkey.proto = proto;
 		rkey.dir = LB_CT_REPLY;
-		struct lb_ct rev = {.last_seen_ns = now, .svc_id = svc_id, .backend_id = backend_id};
+		struct lb_ct rev = {.last_seen_ns = now, .svc_id = svc_id, .backend_id = backend_id, .flags = closing};
 		rev.nat_addr[0] = daddr;
 		rev.nat_port = dport;
 		bpf_map_update_elem(&lb_ct, &rkey, &rev, BPF_ANY);

@@ -55,13 +55,17 @@ struct lb_ct_key {
 	__u16 pad;
 };
 
+/* Connection-tracking flags (struct lb_ct.flags). */
+#define LB_CT_SEEN_REPLY 1 /* the backend answered */
+#define LB_CT_CLOSING 2    /* FIN or RST seen: a short timeout */
+
 struct lb_ct {
-	__u64 last_seen_ns;
+	__u64 last_seen_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
 	__u32 svc_id;
 	__u32 backend_id;
 	__u32 nat_addr[4]; /* reply entries: the service address to restore */
 	__be16 nat_port;
-	__u16 pad;
+	__u16 flags;
 	__u32 pad2;
 };
 

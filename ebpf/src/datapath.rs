@@ -95,6 +95,8 @@ pub trait Datapath {
     fn flows(&self) -> Result<Vec<Flow>, DatapathError>;
     /// Per backend: packets, bytes and new flows sent to it (all CPUs).
     fn counters(&self) -> Result<Vec<Counters>, DatapathError>;
+    /// Drops tracked flows idle beyond `t`; returns how many.
+    fn sweep(&mut self, t: &Timeouts) -> Result<usize, DatapathError>;
 }
 
 /// What the datapath sent one backend.
@@ -112,6 +114,68 @@ fn v4(a: Ipv4Addr) -> u32 {
 
 fn from_v4(x: u32) -> Ipv4Addr {
     Ipv4Addr::from(x.to_ne_bytes())
+}
+
+/// Idle timeouts per connection state. Established TCP gets a long one:
+/// no cliff like IPVS's 900 s that cuts quiet but live connections (the
+/// LRU map evicts the oldest entries first if it ever fills).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp_established: std::time::Duration,
+    /// After a FIN or RST.
+    pub tcp_closing: std::time::Duration,
+    pub udp: std::time::Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp_established: std::time::Duration::from_secs(6 * 3600),
+            tcp_closing: std::time::Duration::from_secs(10),
+            udp: std::time::Duration::from_secs(120),
+        }
+    }
+}
+
+/// Whether a tracked entry has been idle longer than its state allows
+/// (`now_ns` on the datapath's clock, CLOCK_MONOTONIC).
+pub fn expired(key: &CtKey, ct: &Ct, now_ns: u64, t: &Timeouts) -> bool {
+    let limit = if key.proto == 17 {
+        t.udp
+    } else if ct.flags & maps::CT_CLOSING != 0 {
+        t.tcp_closing
+    } else {
+        t.tcp_established
+    };
+    now_ns.saturating_sub(ct.last_seen_ns) > limit.as_nanos() as u64
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the struct it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+/// Removes the expired entries of a conntrack map; returns how many.
+pub fn sweep<T: std::borrow::BorrowMut<aya::maps::MapData>>(
+    ct: &mut aya::maps::HashMap<T, CtKey, Ct>,
+    now_ns: u64,
+    t: &Timeouts,
+) -> Result<usize, DatapathError> {
+    let mut dead = Vec::new();
+    for e in ct.iter() {
+        let (k, v) = e.map_err(map_err("lb_ct"))?;
+        if expired(&k, &v, now_ns, t) {
+            dead.push(k);
+        }
+    }
+    for k in &dead {
+        // Gone meanwhile (LRU eviction): fine.
+        let _ = ct.remove(k);
+    }
+    Ok(dead.len())
 }
 
 /// Map writes a change needs, computed without the kernel.
@@ -250,6 +314,10 @@ impl Datapath for Recording {
     fn counters(&self) -> Result<Vec<Counters>, DatapathError> {
         Ok(Vec::new())
     }
+    fn sweep(&mut self, _t: &Timeouts) -> Result<usize, DatapathError> {
+        self.calls.push("sweep".into());
+        Ok(0)
+    }
 }
 
 /// The real datapath: the object loaded into the kernel with aya.
@@ -384,6 +452,11 @@ impl Datapath for Kernel {
         }
         Ok(out)
     }
+
+    fn sweep(&mut self, t: &Timeouts) -> Result<usize, DatapathError> {
+        let mut ct = self.hash::<CtKey, Ct>("lb_ct")?;
+        sweep(&mut ct, monotonic_ns(), t)
+    }
 }
 
 #[cfg(test)]
@@ -400,6 +473,22 @@ mod tests {
                 .map(|(i, s)| BackendSpec { addr: Ipv4Addr::new(10, 0, 0, *i), port: 8080, weight: 1, state: *s })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn timeouts_follow_the_state() {
+        let t = Timeouts::default();
+        let tcp = CtKey { proto: 6, ..Default::default() };
+        let udp = CtKey { proto: 17, ..Default::default() };
+        let at =
+            |secs: u64| Ct { last_seen_ns: 1_000_000_000, ..Default::default() }.last_seen_ns + secs * 1_000_000_000;
+        let open = Ct { last_seen_ns: 1_000_000_000, ..Default::default() };
+        let closing = Ct { flags: maps::CT_CLOSING, ..open };
+        assert!(!expired(&tcp, &open, at(5 * 3600), &t), "quiet established TCP lives for hours");
+        assert!(expired(&tcp, &open, at(6 * 3600 + 1), &t));
+        assert!(!expired(&tcp, &closing, at(9), &t) && expired(&tcp, &closing, at(11), &t));
+        assert!(!expired(&udp, &open, at(119), &t) && expired(&udp, &open, at(121), &t));
+        assert!(!expired(&tcp, &open, 0, &t), "a clock behind the entry is not idle time");
     }
 
     #[test]

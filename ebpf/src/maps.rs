@@ -64,7 +64,7 @@ pub struct Ct {
     pub backend_id: u32,
     pub nat_addr: [u32; 4],
     pub nat_port: u16,
-    pub pad: u16,
+    pub flags: u16,
     pub pad2: u32,
 }
 
@@ -83,6 +83,8 @@ pub const BACKEND_DRAINING: u8 = 1;
 pub const BACKEND_GONE: u8 = 2;
 pub const CT_FORWARD: u8 = 0;
 pub const CT_REPLY: u8 = 1;
+pub const CT_SEEN_REPLY: u16 = 1;
+pub const CT_CLOSING: u16 = 2;
 
 // SAFETY: plain #[repr(C)] structs of integers with explicit padding
 // fields (here and below): every bit pattern is a valid value.
@@ -173,7 +175,7 @@ pub fn layouts() -> Vec<Layout> {
                 ("backend_id", offset_of!(Ct, backend_id)),
                 ("nat_addr", offset_of!(Ct, nat_addr)),
                 ("nat_port", offset_of!(Ct, nat_port)),
-                ("pad", offset_of!(Ct, pad)),
+                ("flags", offset_of!(Ct, flags)),
                 ("pad2", offset_of!(Ct, pad2)),
             ],
         ),

@@ -319,3 +319,39 @@ fn other_traffic_and_malformed_packets_pass_untouched() {
     svcs.insert(key, Svc { id: 6, table_size: 0, ..Default::default() }, 0).unwrap();
     assert_eq!(lab.run(&tcp(CLIENT, 43000, VIP, 80)).0, TC_ACT_SHOT);
 }
+
+#[test]
+fn conntrack_ages_out_by_state() {
+    if !root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.run(&tcp(CLIENT, 40000, VIP, 80));
+    lab.run(&tcp(CLIENT, 40001, VIP, 80));
+    lab.run(&udp(CLIENT, 5353, VIP, 80, false));
+    // A FIN on the second flow marks its forward entry closing.
+    let fin = {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(CLIENT.octets(), VIP.octets(), 64)
+            .tcp(40001, 80, 2000, 64000)
+            .fin();
+        let mut v = Vec::new();
+        b.write(&mut v, PAYLOAD).unwrap();
+        v
+    };
+    assert_eq!(parse(&lab.run(&fin).1).3, 8080, "the FIN is forwarded like the rest of its flow");
+    assert_eq!(lab.ct_entries(), 6, "three flows, two entries each");
+    let now = ebpf::datapath::monotonic_ns() + 1_000_000;
+    let mut ct: HashMap<_, CtKey, Ct> = HashMap::try_from(lab.bpf.map_mut("lb_ct").unwrap()).unwrap();
+    let short = ebpf::datapath::Timeouts {
+        tcp_established: std::time::Duration::from_secs(3600),
+        tcp_closing: std::time::Duration::ZERO,
+        udp: std::time::Duration::ZERO,
+    };
+    assert_eq!(ebpf::datapath::sweep(&mut ct, now, &short).unwrap(), 3, "UDP both ways and the closing forward entry");
+    let left: Vec<(u16, u8)> = ct.keys().map(|k| k.unwrap()).map(|k| (u16::from_be(k.sport), k.dir)).collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(left.contains(&(40000, maps::CT_FORWARD)) && !left.contains(&(40001, maps::CT_FORWARD)), "{left:?}");
+    // With the defaults nothing this fresh goes.
+    assert_eq!(ebpf::datapath::sweep(&mut ct, now, &Default::default()).unwrap(), 0);
+}
