@@ -320,11 +320,42 @@ impl Datapath for Recording {
     }
 }
 
+/// The maps the datapath keeps (pinned by these names under the root).
+pub const MAPS: [&str; 5] = ["lb_services", "lb_maglev", "lb_backends", "lb_ct", "lb_stats"];
+
 /// The real datapath: the object loaded into the kernel with aya.
 pub struct Kernel {
     bpf: aya::Ebpf,
     ids: Ids,
     links: Vec<(String, aya::programs::tc::SchedClassifierLinkId)>,
+    /// Where maps and links are pinned (None: nothing survives us).
+    root: Option<std::path::PathBuf>,
+}
+
+/// bpffs's magic number (statfs f_type).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Makes `root` a bpffs directory: mounts one there unless it is already.
+pub fn ensure_bpffs(root: &std::path::Path) -> Result<(), DatapathError> {
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::create_dir_all(root).map_err(|e| DatapathError::Load(format!("{}: {e}", root.display())))?;
+    let c = std::ffi::CString::new(root.as_os_str().as_bytes()).map_err(|e| DatapathError::Load(e.to_string()))?;
+    // SAFETY: statfs writes into the zeroed struct it is given; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    // SAFETY: plain mount(2) with NUL-terminated strings and no data.
+    let r = unsafe { libc::mount(c"bpffs".as_ptr(), c.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
+    if r != 0 {
+        return Err(DatapathError::Load(format!(
+            "mount bpffs on {}: {}",
+            root.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Kernel {
@@ -338,17 +369,70 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
 }
 
 impl Kernel {
-    /// Loads the program (the verifier checks it here) and its maps.
+    /// Loads the program (the verifier checks it here) and fresh maps.
     pub fn load(table_size: u32) -> Result<Kernel, DatapathError> {
+        Kernel::load_with(table_size, None)
+    }
+
+    /// Loads with maps pinned under `root` (a bpffs; mounted if it is not):
+    /// maps pinned there already are re-adopted, with their services,
+    /// backends and tracked flows, and the ids are read back from them.
+    pub fn load_pinned(root: &std::path::Path, table_size: u32) -> Result<Kernel, DatapathError> {
+        ensure_bpffs(root)?;
+        std::fs::create_dir_all(root.join("links")).map_err(|e| DatapathError::Load(e.to_string()))?;
+        let mut k = Kernel::load_with(table_size, Some(root))?;
+        k.readopt()?;
+        Ok(k)
+    }
+
+    fn load_with(table_size: u32, root: Option<&std::path::Path>) -> Result<Kernel, DatapathError> {
         let ids = Ids::new(table_size)?;
-        let mut bpf = aya::Ebpf::load(crate::OBJECT).map_err(|e| DatapathError::Load(e.to_string()))?;
+        let mut loader = aya::EbpfLoader::new();
+        let paths: Vec<(&str, std::path::PathBuf)> =
+            root.map(|r| MAPS.iter().map(|m| (*m, r.join(m))).collect()).unwrap_or_default();
+        for (m, p) in &paths {
+            loader.map_pin_path(m, p.as_path());
+        }
+        let mut bpf = loader.load(crate::OBJECT).map_err(|e| DatapathError::Load(e.to_string()))?;
         let prog: &mut aya::programs::SchedClassifier = bpf
             .program_mut("lb_from_container")
             .ok_or_else(|| DatapathError::Load("no program lb_from_container in the object".into()))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| DatapathError::Load(e.to_string()))?;
         prog.load().map_err(|e| DatapathError::Load(e.to_string()))?;
-        Ok(Kernel { bpf, ids, links: Vec::new() })
+        Ok(Kernel { bpf, ids, links: Vec::new(), root: root.map(|r| r.to_path_buf()) })
+    }
+
+    /// Rebuilds the ids from re-adopted maps, so services and backends
+    /// keep theirs (tracked flows name backends by id).
+    fn readopt(&mut self) -> Result<(), DatapathError> {
+        let b = self.hash::<u32, Backend>("lb_backends")?;
+        let mut backends = Vec::new();
+        for e in b.iter() {
+            let (id, be) = e.map_err(map_err("lb_backends"))?;
+            backends.push(((from_v4(be.addr[0]), u16::from_be(be.port)), id));
+        }
+        let s = self.hash::<SvcKey, Svc>("lb_services")?;
+        let mut services = Vec::new();
+        for e in s.iter() {
+            let (k, v) = e.map_err(map_err("lb_services"))?;
+            let proto = if k.proto == 17 { Proto::Udp } else { Proto::Tcp };
+            services.push(((from_v4(k.addr[0]), u16::from_be(k.port), proto), (v.id, v.table_size)));
+        }
+        for (k, id) in backends {
+            self.ids.next_backend = self.ids.next_backend.max(id + 1);
+            self.ids.backends.insert(k, id);
+        }
+        for (k, v) in services {
+            self.ids.next_svc = self.ids.next_svc.max(v.0 + 1);
+            self.ids.services.insert(k, v);
+        }
+        Ok(())
+    }
+
+    /// Services known (for inspection and tests).
+    pub fn services(&self) -> usize {
+        self.ids.services.len()
     }
 
     fn hash<K: aya::Pod, V: aya::Pod>(
@@ -400,8 +484,14 @@ impl Datapath for Kernel {
     }
 
     /// Attaches in the calling thread's network namespace (TCX on kernels
-    /// from 6.6, no qdisc needed).
+    /// from 6.6, no qdisc needed). When pinned, the link is pinned too
+    /// (`links/<ifname>`): it outlives this process, and an interface whose
+    /// link is pinned already is left as it is (re-adopted).
     fn attach(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        let pin = self.root.as_ref().map(|r| r.join("links").join(ifname));
+        if pin.as_ref().is_some_and(|p| p.exists()) {
+            return Ok(());
+        }
         let prog: &mut aya::programs::SchedClassifier = self
             .bpf
             .program_mut("lb_from_container")
@@ -411,7 +501,15 @@ impl Datapath for Kernel {
         let id = prog
             .attach(ifname, aya::programs::TcAttachType::Ingress)
             .map_err(|e| DatapathError::Attach { ifname: ifname.to_owned(), why: e.to_string() })?;
-        self.links.push((ifname.to_owned(), id));
+        let Some(pin) = pin else {
+            self.links.push((ifname.to_owned(), id));
+            return Ok(());
+        };
+        let attach_err = |why: String| DatapathError::Attach { ifname: ifname.to_owned(), why };
+        let link = prog.take_link(id).map_err(|e| attach_err(e.to_string()))?;
+        let fd: aya::programs::links::FdLink =
+            link.try_into().map_err(|e: aya::programs::links::LinkError| attach_err(e.to_string()))?;
+        fd.pin(&pin).map_err(|e| attach_err(format!("pin {}: {e}", pin.display())))?;
         Ok(())
     }
 

@@ -81,11 +81,23 @@ fn service(port: u16, proto: Proto, b1: BackendState) -> ServiceSpec {
     }
 }
 
-#[test]
-fn clients_reach_backends_through_a_vip_and_survive_a_drain() {
-    if !require_root("clients_reach_backends_through_a_vip_and_survive_a_drain") {
-        return;
+/// The lab topology: a host (lab node) with a bridge, a client and two
+/// backends (token servers on 8080, line echo on 9090).
+struct Topo {
+    lab: Lab,
+    host_ns: PathBuf,
+    client: PathBuf,
+    stop: Arc<AtomicBool>,
+    _servers: Vec<Servers>,
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+fn topo() -> Topo {
     let lab = Lab::new(1).unwrap();
     let host = lab.node(0).netns.name.clone();
     let host_ns = PathBuf::from(format!("/run/netns/{host}"));
@@ -97,22 +109,19 @@ fn clients_reach_backends_through_a_vip_and_survive_a_drain() {
     let client = leg(&host, &format!("{}-c", lab.id), "vc", "10.200.0.10/24");
     let b1 = leg(&host, &format!("{}-b1", lab.id), "vb1", "10.200.0.21/24");
     let b2 = leg(&host, &format!("{}-b2", lab.id), "vb2", "10.200.0.22/24");
-    let _s1 = Servers::start(&b1, 8080, "b1").unwrap();
-    let _s2 = Servers::start(&b2, 8080, "b2").unwrap();
+    let s1 = Servers::start(&b1, 8080, "b1").unwrap();
+    let s2 = Servers::start(&b2, 8080, "b2").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     echo(&b1, 9090, "b1", stop.clone());
     echo(&b2, 9090, "b2", stop.clone());
+    Topo { lab, host_ns, client, stop, _servers: vec![s1, s2] }
+}
 
-    // Before the datapath, nobody answers on the VIP.
-    assert_eq!(probe::tcp(&client, VIP, 80, Duration::from_millis(300)), None);
-
-    let mut dp = Kernel::load(1021).expect("the datapath loads");
-    for (port, proto) in [(80, Proto::Tcp), (80, Proto::Udp), (1090, Proto::Tcp)] {
-        dp.upsert_service(&service(port, proto, BackendState::Active)).unwrap();
-    }
-    let dp = std::thread::scope(|s| {
+/// Attaches `dp` to the host side of every veth, inside the host's namespace.
+fn attach_all(t: &Topo, mut dp: Kernel) -> Kernel {
+    std::thread::scope(|s| {
         s.spawn(|| {
-            let f = std::fs::File::open(&host_ns).unwrap();
+            let f = std::fs::File::open(&t.host_ns).unwrap();
             nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
             for i in ["vc", "vb1", "vb2"] {
                 dp.attach(i).unwrap();
@@ -121,8 +130,35 @@ fn clients_reach_backends_through_a_vip_and_survive_a_drain() {
         })
         .join()
         .unwrap()
-    });
-    let mut dp = dp;
+    })
+}
+
+fn connect(client: &Path, port: u16) -> (TcpStream, BufReader<TcpStream>) {
+    in_netns(client, move || {
+        let s = TcpStream::connect_timeout(&(VIP, port).into(), Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let r = BufReader::new(s.try_clone().unwrap());
+        (s, r)
+    })
+    .unwrap()
+}
+
+#[test]
+fn clients_reach_backends_through_a_vip_and_survive_a_drain() {
+    if !require_root("clients_reach_backends_through_a_vip_and_survive_a_drain") {
+        return;
+    }
+    let t = topo();
+    let client = t.client.clone();
+
+    // Before the datapath, nobody answers on the VIP.
+    assert_eq!(probe::tcp(&client, VIP, 80, Duration::from_millis(300)), None);
+
+    let mut dp = Kernel::load(1021).expect("the datapath loads");
+    for (port, proto) in [(80, Proto::Tcp), (80, Proto::Udp), (1090, Proto::Tcp)] {
+        dp.upsert_service(&service(port, proto, BackendState::Active)).unwrap();
+    }
+    let mut dp = attach_all(&t, dp);
 
     // TCP and UDP through the VIP: the backends see the client's own
     // address (no SNAT east-west), the client only the VIP.
@@ -142,16 +178,7 @@ fn clients_reach_backends_through_a_vip_and_survive_a_drain() {
 
     // 16 established connections, then b1 drained: every one keeps
     // working (zero failures), new connections all go to b2.
-    let mut conns: Vec<(TcpStream, BufReader<TcpStream>)> = (0..16)
-        .map(|_| {
-            let s =
-                in_netns(&client, || TcpStream::connect_timeout(&(VIP, 1090).into(), Duration::from_secs(2)).unwrap())
-                    .unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            let r = BufReader::new(s.try_clone().unwrap());
-            (s, r)
-        })
-        .collect();
+    let mut conns: Vec<(TcpStream, BufReader<TcpStream>)> = (0..16).map(|_| connect(&client, 1090)).collect();
     let before: Vec<String> = conns.iter_mut().map(|c| ask(c, "hello").expect("an answer")).collect();
     assert!(before.iter().any(|b| b == "b1") && before.iter().any(|b| b == "b2"), "{before:?}");
     dp.upsert_service(&service(1090, Proto::Tcp, BackendState::Draining)).unwrap();
@@ -162,14 +189,49 @@ fn clients_reach_backends_through_a_vip_and_survive_a_drain() {
         assert_eq!(now.iter().map(|x| x.clone().unwrap()).collect::<Vec<_>>(), before, "each stays on its backend");
     }
     for _ in 0..10 {
-        let mut c = in_netns(&client, || {
-            let s = TcpStream::connect_timeout(&(VIP, 1090).into(), Duration::from_secs(2)).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            let r = BufReader::new(s.try_clone().unwrap());
-            (s, r)
-        })
-        .unwrap();
+        let mut c = connect(&client, 1090);
         assert_eq!(ask(&mut c, "new").as_deref(), Some("b2"), "a new connection avoids the draining backend");
     }
-    stop.store(true, Ordering::Relaxed);
+}
+
+/// Unmounts the test's bpffs (even on panic), before the lab goes.
+struct Bpffs(PathBuf);
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn established_flows_survive_the_controller_going_and_coming_back() {
+    if !require_root("established_flows_survive_the_controller_going_and_coming_back") {
+        return;
+    }
+    let t = topo();
+    let root = t.lab.dir.join("bpf-lb");
+    let _mount = Bpffs(root.clone());
+    let mut dp = Kernel::load_pinned(&root, 1021).expect("the datapath loads pinned");
+    dp.upsert_service(&service(1090, Proto::Tcp, BackendState::Active)).unwrap();
+    let dp = attach_all(&t, dp);
+    assert!(root.join("links/vc").exists() && root.join("lb_ct").exists(), "links and maps pinned");
+    let mut conns: Vec<_> = (0..8).map(|_| connect(&t.client, 1090)).collect();
+    let before: Vec<Option<String>> = conns.iter_mut().map(|c| ask(c, "hello")).collect();
+    assert!(before.iter().all(Option::is_some), "{before:?}");
+    // The controller (netd) goes away: the pinned program keeps forwarding.
+    drop(dp);
+    let now: Vec<Option<String>> = conns.iter_mut().map(|c| ask(c, "alone")).collect();
+    assert_eq!(now, before, "no controller, no failed connection");
+    // It comes back: re-adopts maps, ids and links; re-applies the service.
+    let mut dp = Kernel::load_pinned(&root, 1021).expect("re-adopts");
+    assert_eq!(dp.services(), 1, "the service is known again");
+    assert!(dp.flows().unwrap().len() >= 8, "the tracked flows are still there");
+    dp.upsert_service(&service(1090, Proto::Tcp, BackendState::Active)).unwrap();
+    let _dp = attach_all(&t, dp);
+    for round in 0..3 {
+        let now: Vec<Option<String>> = conns.iter_mut().map(|c| ask(c, &format!("back{round}"))).collect();
+        assert_eq!(now, before, "same backends after the restart");
+    }
+    let mut fresh = connect(&t.client, 1090);
+    assert!(ask(&mut fresh, "new").is_some(), "new connections work too");
 }
