@@ -140,12 +140,14 @@ int lb_from_container(struct __sk_buff *skb)
 	__be16 sport = ports[0], dport = ports[1];
 	__u64 now = bpf_ktime_get_ns();
 	__u16 closing = 0;
+	int syn = 0;
 	if (!udp) {
 		struct tcphdr *th = data + l4;
 		if ((void *)(th + 1) > end)
 			return TC_ACT_OK;
 		if (th->fin || th->rst)
 			closing = LB_CT_CLOSING;
+		syn = th->syn && !th->ack;
 	}
 
 	/* A reply of a NATed flow: give it the service address back. */
@@ -189,8 +191,22 @@ int lb_from_container(struct __sk_buff *skb)
 		sk.proto = proto;
 		sk.family = LB_FAMILY_V4;
 		struct lb_svc *svc = bpf_map_lookup_elem(&lb_services, &sk);
-		if (!svc)
+		if (!svc) {
+			/* A new connection straight to an address and port that once
+			 * backed a NATed flow from this very client port: the old
+			 * reply entry must not rewrite this one's replies. */
+			if (syn) {
+				struct lb_ct_key stale = {};
+				stale.saddr[0] = daddr;
+				stale.daddr[0] = saddr;
+				stale.sport = dport;
+				stale.dport = sport;
+				stale.proto = proto;
+				stale.dir = LB_CT_REPLY;
+				bpf_map_delete_elem(&lb_ct, &stale);
+			}
 			return TC_ACT_OK;
+		}
 		if (svc->table_size == 0)
 			return TC_ACT_SHOT; /* a service without backends: refuse */
 		struct lb_slot_key slot = {

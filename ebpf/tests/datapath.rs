@@ -312,8 +312,30 @@ fn other_traffic_and_malformed_packets_pass_untouched() {
         assert_eq!((ret, &out), (TC_ACT_OK, &pkt));
     }
     assert_eq!(lab.ct_entries(), 0, "nothing tracked for what was not balanced");
-    // A service without backends drops rather than leaking to the VIP.
+    // A VIP flow, then a direct connection from the same client port to
+    // the same backend: the old reply entry must not rewrite its replies.
+    let back = parse(&lab.run(&tcp(CLIENT, 44000, VIP, 80)).1).2;
+    let syn = {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(CLIENT.octets(), back.octets(), 64)
+            .tcp(44000, 8080, 1, 64000)
+            .syn();
+        let mut v = Vec::new();
+        b.write(&mut v, PAYLOAD).unwrap();
+        v
+    };
+    assert_eq!(parse(&lab.run(&syn).1), (CLIENT, 44000, back, 8080), "direct: untouched");
+    assert_eq!(
+        parse(&lab.run(&tcp(back, 8080, CLIENT, 44000)).1),
+        (back, 8080, CLIENT, 44000),
+        "its reply is not NATed to the VIP"
+    );
     let mut lab = lab;
+    let mut ct: HashMap<_, CtKey, Ct> = HashMap::try_from(lab.bpf.map_mut("lb_ct").unwrap()).unwrap();
+    for k in ct.keys().map(|k| k.unwrap()).collect::<Vec<_>>() {
+        ct.remove(&k).unwrap();
+    }
+    // A service without backends drops rather than leaking to the VIP.
     let mut svcs: HashMap<_, SvcKey, Svc> = HashMap::try_from(lab.bpf.map_mut("lb_services").unwrap()).unwrap();
     let key = SvcKey { addr: [be(VIP), 0, 0, 0], port: 80u16.to_be(), proto: 6, family: maps::FAMILY_V4 };
     svcs.insert(key, Svc { id: 6, table_size: 0, ..Default::default() }, 0).unwrap();

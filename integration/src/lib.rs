@@ -10,6 +10,7 @@
 
 pub mod bins;
 pub mod lab;
+pub mod lbtopo;
 pub mod netns;
 pub mod node;
 pub mod probe;

@@ -1,147 +1,16 @@
-//! Lab test of the eBPF service datapath with real clients: inside one lab
-//! node (the "host"), a bridge joins a client namespace and two backend
-//! namespaces by veths; the datapath is attached to the host side of every
-//! veth. TCP and UDP clients reach the backends through a VIP nobody owns,
-//! see only the VIP, and are spread by Maglev; established connections
-//! survive a backend being drained, and new ones avoid it.
+//! Lab test of the eBPF service datapath with real clients (topology in
+//! `integration::lbtopo`): TCP and UDP clients reach the backends through a
+//! VIP nobody owns, see only the VIP, and are spread by Maglev; established
+//! connections survive a backend being drained (new ones avoid it) and the
+//! controller going away and coming back.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::BufReader;
+use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
 
-use ebpf::datapath::{BackendSpec, BackendState, Datapath, Kernel, Proto, ServiceSpec};
-use integration::probe::{self, Servers, in_netns};
-use integration::{Lab, netns, require_root};
-
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
-const B1: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 21);
-const B2: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 22);
-
-fn ip(args: &[&str]) {
-    netns::ip(args).unwrap_or_else(|e| panic!("ip {}: {e}", args.join(" ")));
-}
-
-/// A namespace behind the host's bridge: veth `host_if` (host side) to
-/// `eth0` inside, address `addr`/24, default route via the bridge.
-fn leg(host: &str, name: &str, host_if: &str, addr: &str) -> PathBuf {
-    ip(&["netns", "add", name]);
-    ip(&["-n", host, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", name]);
-    ip(&["-n", host, "link", "set", host_if, "master", "br-lb", "up"]);
-    ip(&["-n", name, "addr", "add", addr, "dev", "eth0"]);
-    ip(&["-n", name, "link", "set", "eth0", "up"]);
-    ip(&["-n", name, "link", "set", "lo", "up"]);
-    ip(&["-n", name, "route", "add", "default", "via", "10.200.0.1"]);
-    PathBuf::from(format!("/run/netns/{name}"))
-}
-
-/// A line echo server: answers each line with `name:line`.
-fn echo(ns: &Path, port: u16, name: &'static str, stop: Arc<AtomicBool>) {
-    let l = in_netns(ns, move || TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap()).unwrap();
-    l.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            let Ok((c, _)) = l.accept() else {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            };
-            c.set_nonblocking(false).unwrap();
-            std::thread::spawn(move || {
-                let mut w = c.try_clone().unwrap();
-                for line in BufReader::new(c).lines().map_while(Result::ok) {
-                    if w.write_all(format!("{name}:{line}\n").as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-}
-
-/// One request on an open connection: which backend answered.
-fn ask(c: &mut (TcpStream, BufReader<TcpStream>), msg: &str) -> Option<String> {
-    c.0.write_all(format!("{msg}\n").as_bytes()).ok()?;
-    let mut line = String::new();
-    c.1.read_line(&mut line).ok()?;
-    let (who, echoed) = line.trim().split_once(':')?;
-    (echoed == msg).then(|| who.to_owned())
-}
-
-fn service(port: u16, proto: Proto, b1: BackendState) -> ServiceSpec {
-    ServiceSpec {
-        addr: VIP,
-        port,
-        proto,
-        backends: vec![
-            BackendSpec { addr: B1, port: port + 8000, weight: 1, state: b1 },
-            BackendSpec { addr: B2, port: port + 8000, weight: 1, state: BackendState::Active },
-        ],
-    }
-}
-
-/// The lab topology: a host (lab node) with a bridge, a client and two
-/// backends (token servers on 8080, line echo on 9090).
-struct Topo {
-    lab: Lab,
-    host_ns: PathBuf,
-    client: PathBuf,
-    stop: Arc<AtomicBool>,
-    _servers: Vec<Servers>,
-}
-
-impl Drop for Topo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn topo() -> Topo {
-    let lab = Lab::new(1).unwrap();
-    let host = lab.node(0).netns.name.clone();
-    let host_ns = PathBuf::from(format!("/run/netns/{host}"));
-    ip(&["-n", &host, "link", "add", "br-lb", "type", "bridge"]);
-    ip(&["-n", &host, "addr", "add", "10.200.0.1/24", "dev", "br-lb"]);
-    ip(&["-n", &host, "link", "set", "br-lb", "up"]);
-    let fwd = lab.node(0).sh("sysctl -qw net.ipv4.ip_forward=1");
-    assert!(fwd.status.success());
-    let client = leg(&host, &format!("{}-c", lab.id), "vc", "10.200.0.10/24");
-    let b1 = leg(&host, &format!("{}-b1", lab.id), "vb1", "10.200.0.21/24");
-    let b2 = leg(&host, &format!("{}-b2", lab.id), "vb2", "10.200.0.22/24");
-    let s1 = Servers::start(&b1, 8080, "b1").unwrap();
-    let s2 = Servers::start(&b2, 8080, "b2").unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    echo(&b1, 9090, "b1", stop.clone());
-    echo(&b2, 9090, "b2", stop.clone());
-    Topo { lab, host_ns, client, stop, _servers: vec![s1, s2] }
-}
-
-/// Attaches `dp` to the host side of every veth, inside the host's namespace.
-fn attach_all(t: &Topo, mut dp: Kernel) -> Kernel {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let f = std::fs::File::open(&t.host_ns).unwrap();
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            for i in ["vc", "vb1", "vb2"] {
-                dp.attach(i).unwrap();
-            }
-            dp
-        })
-        .join()
-        .unwrap()
-    })
-}
-
-fn connect(client: &Path, port: u16) -> (TcpStream, BufReader<TcpStream>) {
-    in_netns(client, move || {
-        let s = TcpStream::connect_timeout(&(VIP, port).into(), Duration::from_secs(2)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let r = BufReader::new(s.try_clone().unwrap());
-        (s, r)
-    })
-    .unwrap()
-}
+use ebpf::datapath::{BackendState, Datapath, Kernel, Proto};
+use integration::lbtopo::{Bpffs, VIP, ask, attach_all, connect, service, topo};
+use integration::{probe, require_root};
 
 #[test]
 fn clients_reach_backends_through_a_vip_and_survive_a_drain() {
@@ -191,15 +60,6 @@ fn clients_reach_backends_through_a_vip_and_survive_a_drain() {
     for _ in 0..10 {
         let mut c = connect(&client, 1090);
         assert_eq!(ask(&mut c, "new").as_deref(), Some("b2"), "a new connection avoids the draining backend");
-    }
-}
-
-/// Unmounts the test's bpffs (even on panic), before the lab goes.
-struct Bpffs(PathBuf);
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

@@ -55,7 +55,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark (release build): api, runtime, attach, bridge, gossip, dns
+    /// Run a benchmark (release build): api, runtime, attach, bridge, gossip, dns, lb
     Bench {
         name: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -247,7 +247,7 @@ fn main() -> Result<()> {
         }
         Task::Bench { name, args } => {
             setup()?;
-            let known = ["api", "runtime", "attach", "bridge", "gossip", "dns"];
+            let known = ["api", "runtime", "attach", "bridge", "gossip", "dns", "lb"];
             if !known.contains(&name.as_str()) {
                 bail!("unknown benchmark {name:?}; known: {}", known.join(", "));
             }

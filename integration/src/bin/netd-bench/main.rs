@@ -18,6 +18,7 @@ use integration::Lab;
 
 mod dns;
 mod gossip;
+mod lb;
 mod net;
 
 #[derive(Parser)]
@@ -86,6 +87,18 @@ enum Cmd {
         /// Closed-loop queries per round and server (latency)
         #[arg(long, default_value_t = 5000)]
         samples: usize,
+    },
+    /// The eBPF service datapath (VIP) vs direct to the backend
+    Lb {
+        /// A/B rounds (at least 5)
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Request/response round trips per round and path
+        #[arg(long, default_value_t = 5000)]
+        requests: usize,
+        /// Connect-request-close cycles per round and path
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
     },
     /// Membership: our gossip agent vs serf agents in a lab of N nodes
     Gossip {
@@ -477,6 +490,7 @@ fn main() -> ExitCode {
         Cmd::Attach { rounds, burst } => net::attach(rounds, burst.max(1)),
         Cmd::Bridge { rounds, secs, requests } => net::bridge(rounds, secs, requests.max(100)),
         Cmd::Dns { rounds, secs, samples } => dns::dns(rounds, secs.max(1), samples.max(100)),
+        Cmd::Lb { rounds, requests, connections } => lb::lb(rounds, requests.max(100), connections.max(10)),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

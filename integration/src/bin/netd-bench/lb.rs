@@ -1,0 +1,141 @@
+//! `cargo xtask bench lb`: the eBPF service datapath vs going straight to
+//! the backend, same run, A/B interleaved (topology: `integration::lbtopo`,
+//! a client and two backends behind a bridge in one lab node, the datapath
+//! on the host side of every veth). Request/response latency over one
+//! established TCP connection (p50/p99) and connections per second
+//! (connect, one request, close), via the VIP and direct to a backend.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use ebpf::datapath::{BackendState, Datapath, Kernel, Proto};
+use integration::lbtopo::{B1, VIP, attach_all, service, topo};
+use integration::probe::in_netns;
+
+use super::{jiff_date, median, spread};
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Round trips (µs) of one line over one connection to `to`.
+fn rr(client: &Path, to: (Ipv4Addr, u16), n: usize) -> Result<Vec<f64>> {
+    in_netns(client, move || -> Result<Vec<f64>> {
+        let s = TcpStream::connect_timeout(&to.into(), Duration::from_secs(2))?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut w = s.try_clone()?;
+        let mut r = BufReader::new(s);
+        let mut out = Vec::with_capacity(n);
+        let mut line = String::new();
+        for _ in 0..n {
+            let t = Instant::now();
+            w.write_all(b"x\n")?;
+            line.clear();
+            r.read_line(&mut line)?;
+            out.push(t.elapsed().as_secs_f64() * 1e6);
+            if !line.ends_with(":x\n") {
+                bail!("bad answer {line:?}");
+            }
+        }
+        Ok(out)
+    })?
+}
+
+/// Connections per second: connect, one request and answer, close.
+fn conns(client: &Path, to: (Ipv4Addr, u16), n: usize) -> Result<f64> {
+    in_netns(client, move || -> Result<f64> {
+        let t = Instant::now();
+        for _ in 0..n {
+            let s = TcpStream::connect_timeout(&to.into(), Duration::from_secs(2))?;
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let mut w = s.try_clone()?;
+            w.write_all(b"c\n")?;
+            let mut line = String::new();
+            BufReader::new(s).read_line(&mut line)?;
+            if !line.ends_with(":c\n") {
+                bail!("bad answer {line:?}");
+            }
+        }
+        Ok(n as f64 / t.elapsed().as_secs_f64())
+    })?
+}
+
+/// `cargo xtask bench lb`.
+pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
+    if rounds < 5 {
+        bail!("at least 5 rounds are needed for a median");
+    }
+    let t = topo();
+    let mut dp = Kernel::load(ebpf::maglev::DEFAULT_SIZE)?;
+    dp.upsert_service(&service(1090, Proto::Tcp, BackendState::Active))?;
+    let _dp = attach_all(&t, dp);
+    let (vip, direct) = ((VIP, 1090), (B1, 9090));
+    // Warm up both paths.
+    rr(&t.client, vip, 200)?;
+    rr(&t.client, direct, 200)?;
+    let (mut p50, mut p99, mut cps) = ([vec![], vec![]], [vec![], vec![]], [vec![], vec![]]);
+    for r in 0..rounds {
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let to = if i == 0 { vip } else { direct };
+            let lat = rr(&t.client, to, requests)?;
+            p50[i].push(pct(&lat, 0.5));
+            p99[i].push(pct(&lat, 0.99));
+            cps[i].push(conns(&t.client, to, connections)?);
+        }
+        eprintln!(
+            "round {}: VIP p50 {:.1} µs {:.0} conn/s, direct p50 {:.1} µs {:.0} conn/s",
+            r + 1,
+            p50[0][r],
+            cps[0][r],
+            p50[1][r],
+            cps[1][r]
+        );
+    }
+    let ratio = |v: &[Vec<f64>; 2]| -> Vec<f64> { v[0].iter().zip(&v[1]).map(|(a, b)| a / b).collect() };
+    let (r50, r99, rc) = (ratio(&p50), ratio(&p99), ratio(&cps));
+    let uname = nix::sys::utsname::uname()?;
+    println!("### lb: the eBPF service datapath (VIP) vs direct to the backend\n");
+    println!(
+        "Command: `cargo xtask bench lb` ({rounds} rounds A/B interleaved; {requests} request/response round trips over one TCP connection, {connections} connect-request-close cycles per round and path; client, backends and datapath in one lab node)  "
+    );
+    println!(
+        "Date: {}; machine: {} vCPU, kernel {}\n",
+        jiff_date(),
+        std::thread::available_parallelism()?.get(),
+        uname.release().to_string_lossy()
+    );
+    println!("| path | rr p50 µs | rr p99 µs | conn/s |");
+    println!("|---|---|---|---|");
+    println!(
+        "| VIP through the eBPF datapath (DNAT, conntrack, reverse NAT) | {:.1} | {:.1} | {:.0} |",
+        median(p50[0].clone()),
+        median(p99[0].clone()),
+        median(cps[0].clone())
+    );
+    println!(
+        "| direct to the backend | {:.1} | {:.1} | {:.0} |",
+        median(p50[1].clone()),
+        median(p99[1].clone()),
+        median(cps[1].clone())
+    );
+    println!();
+    let (a, b, c) = (median(r50.clone()), median(r99.clone()), median(rc.clone()));
+    let ((alo, ahi), (blo, bhi), (clo, chi)) = (spread(&r50), spread(&r99), spread(&rc));
+    println!(
+        "- **latency ratio VIP/direct: p50 {a:.2}** ({alo:.2}..{ahi:.2}), **p99 {b:.2}** ({blo:.2}..{bhi:.2}); goal <= 1.05: {}",
+        if a <= 1.05 && b <= 1.05 { "met" } else { "NOT met" }
+    );
+    println!(
+        "- **conn/s ratio VIP/direct: {c:.2}** ({clo:.2}..{chi:.2}); goal >= 0.90: {}",
+        if c >= 0.90 { "met" } else { "NOT met" }
+    );
+    Ok(())
+}
