@@ -118,22 +118,38 @@ fn reply_meta(request: &Request, code: ResponseCode) -> Metadata {
     meta
 }
 
-/// Encodes `reply` in at most `max` bytes (see [`udp_limit`]; `u16::MAX`
-/// over TCP), truncated with TC beyond it, as hickory's server does.
-pub fn encode(request: &Request, reply: &Reply, max: u16) -> Vec<u8> {
-    use hickory_proto::serialize::binary::BinEncoder;
-    let edns = answer_edns(request);
+/// hickory's response for `reply` (`edns`: from [`answer_edns`]).
+fn response<'q>(
+    request: &'q Request,
+    reply: &'q Reply,
+    edns: &'q Option<Edns>,
+) -> hickory_server::zone_handler::MessageResponse<
+    'q,
+    'q,
+    impl Iterator<Item = &'q Record> + Send + 'q,
+    impl Iterator<Item = &'q Record> + Send + 'q,
+    impl Iterator<Item = &'q Record> + Send + 'q,
+    impl Iterator<Item = &'q Record> + Send + 'q,
+> {
     let mut b = MessageResponseBuilder::from_message_request(request);
-    if let Some(e) = &edns {
+    if let Some(e) = edns {
         b.edns(e);
     }
-    let resp = b.build(
+    b.build(
         reply_meta(request, reply.code),
         reply.answers.iter(),
         std::iter::empty(),
         reply.soa.iter(),
         reply.additionals.iter(),
-    );
+    )
+}
+
+/// Encodes `reply` in at most `max` bytes (see [`udp_limit`]; `u16::MAX`
+/// over TCP), truncated with TC beyond it, as hickory's server does.
+pub fn encode(request: &Request, reply: &Reply, max: u16) -> Vec<u8> {
+    use hickory_proto::serialize::binary::BinEncoder;
+    let edns = answer_edns(request);
+    let resp = response(request, reply, &edns);
     let mut out = Vec::with_capacity(512);
     let mut enc = BinEncoder::new(&mut out);
     enc.set_max_size(max);
@@ -149,17 +165,7 @@ pub fn encode(request: &Request, reply: &Reply, max: u16) -> Vec<u8> {
 impl Resolver {
     async fn send_reply<R: ResponseHandler>(&self, request: &Request, rh: &mut R, reply: &Reply) -> ResponseInfo {
         let edns = answer_edns(request);
-        let mut b = MessageResponseBuilder::from_message_request(request);
-        if let Some(e) = &edns {
-            b.edns(e);
-        }
-        let resp = b.build(
-            reply_meta(request, reply.code),
-            reply.answers.iter(),
-            std::iter::empty(),
-            reply.soa.iter(),
-            reply.additionals.iter(),
-        );
+        let resp = response(request, reply, &edns);
         match rh.send_response(resp).await {
             Ok(info) => info,
             Err(e) => {

@@ -15,16 +15,10 @@ use anyhow::{Context, Result, bail};
 use integration::Lab;
 use integration::probe::in_netns;
 
-use super::{jiff_date, median, spread};
+use super::{machine, median, pct, spread};
 
 const NAMES: usize = 20;
 const UNBOUND: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 12);
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
 
 fn docker_ok(node: &integration::Node, args: &[&str]) -> Result<String> {
     let o = node.docker(args).context("no docker client (cargo xtask setup installs one)")?;
@@ -209,17 +203,11 @@ pub fn dns(rounds: usize, secs: u32, samples: usize) -> Result<()> {
     drop(unbound);
     let qr: Vec<f64> = qa.iter().zip(&qb).map(|(a, b)| a / b).collect();
     let pr: Vec<f64> = pa.iter().zip(&pb).map(|(a, b)| a / b).collect();
-    let uname = nix::sys::utsname::uname()?;
     println!("### dns: the embedded DNS vs unbound serving the same names as local data\n");
     println!(
         "Command: `cargo xtask bench dns` ({rounds} rounds A/B interleaved; dnsperf {secs} s, 100 outstanding, {NAMES} names; {samples} closed-loop queries per round for latency; server on CPU 1, dnsperf on CPU 0, both from the same container's namespace)  "
     );
-    println!(
-        "Date: {}; machine: {} vCPU, kernel {}\n",
-        jiff_date(),
-        std::thread::available_parallelism()?.get(),
-        uname.release().to_string_lossy()
-    );
+    println!("{}\n", machine()?);
     println!("| server | QPS (median) | p50 µs | p99 µs |");
     println!("|---|---|---|---|");
     println!(

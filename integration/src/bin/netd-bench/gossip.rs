@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use integration::{Lab, Node};
 
-use super::{jiff_date, median, spread};
+use super::{machine, median, spread};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Sys {
@@ -245,15 +245,9 @@ pub fn lab(rounds: usize, n: usize) -> Result<()> {
         }
     }
     let col = |k: &str, f: fn(&Round) -> f64| -> Vec<f64> { res[k].iter().map(f).collect() };
-    let uname = nix::sys::utsname::uname()?;
     println!("### gossip (lab): {n} members, gossip-agent (this crate) vs serf agent 0.8.2, LAN timers\n");
     println!("Command: `cargo xtask bench gossip` ({rounds} rounds A/B interleaved)  ");
-    println!(
-        "Date: {}; machine: {} vCPU, kernel {}\n",
-        jiff_date(),
-        std::thread::available_parallelism()?.get(),
-        uname.release().to_string_lossy()
-    );
+    println!("{}\n", machine()?);
     println!("| metric (median of rounds) | ours | serf | ours/serf (rounds min..max) |");
     println!("|---|---|---|---|");
     type Row = (&'static str, fn(&Round) -> f64, &'static str);

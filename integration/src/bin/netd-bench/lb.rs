@@ -15,13 +15,7 @@ use ebpf::datapath::{BackendState, Datapath, Kernel, Proto};
 use integration::lbtopo::{B1, VIP, attach_all, service, topo};
 use integration::probe::in_netns;
 
-use super::{jiff_date, median, spread};
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
+use super::{machine, median, pct, spread};
 
 /// Round trips (µs) of one line over one connection to `to`.
 fn rr(client: &Path, to: (Ipv4Addr, u16), n: usize) -> Result<Vec<f64>> {
@@ -101,17 +95,11 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
     }
     let ratio = |v: &[Vec<f64>; 2]| -> Vec<f64> { v[0].iter().zip(&v[1]).map(|(a, b)| a / b).collect() };
     let (r50, r99, rc) = (ratio(&p50), ratio(&p99), ratio(&cps));
-    let uname = nix::sys::utsname::uname()?;
     println!("### lb: the eBPF service datapath (VIP) vs direct to the backend\n");
     println!(
         "Command: `cargo xtask bench lb` ({rounds} rounds A/B interleaved; {requests} request/response round trips over one TCP connection, {connections} connect-request-close cycles per round and path; client, backends and datapath in one lab node)  "
     );
-    println!(
-        "Date: {}; machine: {} vCPU, kernel {}\n",
-        jiff_date(),
-        std::thread::available_parallelism()?.get(),
-        uname.release().to_string_lossy()
-    );
+    println!("{}\n", machine()?);
     println!("| path | rr p50 µs | rr p99 µs | conn/s |");
     println!("|---|---|---|---|");
     println!(

@@ -197,6 +197,24 @@ async fn load(socket: &Path, connections: usize, requests: usize) -> Result<Run>
     Ok(Run { rps: all.len() as f64 / wall, p50_us: pct(0.50), p99_us: pct(0.99) })
 }
 
+/// The `p` quantile (0..=1) of `v`.
+fn pct(v: &[f64], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The line every result starts with: date, CPUs, kernel.
+fn machine() -> Result<String> {
+    let uname = nix::sys::utsname::uname()?;
+    Ok(format!(
+        "Date: {}; machine: {} vCPU, kernel {}",
+        jiff_date(),
+        std::thread::available_parallelism()?.get(),
+        uname.release().to_string_lossy()
+    ))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -299,17 +317,11 @@ fn api(connections: usize, requests: usize, rounds: usize) -> Result<()> {
     let (rlo, rhi) = spread(&ratios);
     let (plo, phi) = spread(&p99_ratios);
     let ratio = median(ratios.clone());
-    let date = jiff_date();
-    let uname = nix::sys::utsname::uname()?;
     println!("### api: `GET /networks`, netd vs hyper floor\n");
     println!(
         "Command: `cargo xtask bench api` (connections {connections}, {requests} requests a run, {rounds} rounds A/B interleaved)  "
     );
-    println!(
-        "Date: {date}; machine: {} vCPU, kernel {}\n",
-        std::thread::available_parallelism()?.get(),
-        uname.release().to_string_lossy()
-    );
+    println!("{}\n", machine()?);
     println!("| server | req/s (median) | req/s (min..max) | p50 µs | p99 µs |");
     println!("|---|---|---|---|---|");
     println!("{}", row("netd", &a));
@@ -445,7 +457,6 @@ fn runtime(rounds: usize, peer: &str) -> Result<()> {
     let (blo, bhi) = spread(&b);
     let (rlo, rhi) = spread(&ratios);
     let ratio = median(ratios.clone());
-    let uname = nix::sys::utsname::uname()?;
     let version = Command::new(peer)
         .arg("--version")
         .output()
@@ -453,12 +464,7 @@ fn runtime(rounds: usize, peer: &str) -> Result<()> {
         .unwrap_or_default();
     println!("### runtime: `busybox true` create -> start -> exit -> delete, netd vs {peer}\n");
     println!("Command: `cargo xtask bench runtime` ({rounds} rounds A/B interleaved)  ");
-    println!(
-        "Date: {}; machine: {} vCPU, kernel {}\n",
-        jiff_date(),
-        std::thread::available_parallelism()?.get(),
-        uname.release().to_string_lossy()
-    );
+    println!("{}\n", machine()?);
     println!("| runtime | ms (median) | ms (min..max) |");
     println!("|---|---|---|");
     println!("| netd (4 API calls: create, start, wait, delete) | {:.1} | {alo:.1}..{ahi:.1} |", median(a.clone()));

@@ -20,7 +20,7 @@ use integration::probe::in_netns;
 use integration::{Lab, netns};
 use netd::network::link;
 
-use super::{jiff_date, median, spread};
+use super::{machine, median, pct, spread};
 
 /// A namespace removed on drop (also on panic).
 struct TmpNs(String);
@@ -39,22 +39,6 @@ impl Drop for TmpNs {
     fn drop(&mut self) {
         netns::delete(&self.0);
     }
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn machine() -> Result<String> {
-    let uname = nix::sys::utsname::uname()?;
-    Ok(format!(
-        "Date: {}; machine: {} vCPU, kernel {}",
-        jiff_date(),
-        std::thread::available_parallelism()?.get(),
-        uname.release().to_string_lossy()
-    ))
 }
 
 /// netd's path for one endpoint: a netlink socket inside the namespace,
