@@ -37,11 +37,6 @@ impl Forwarder {
         Forwarder { inflight: Arc::new(Semaphore::new(max_inflight)), limit: max_inflight, try_timeout }
     }
 
-    /// The worst case before a client hears back.
-    pub fn bound(&self) -> Duration {
-        self.try_timeout * MAX_UPSTREAMS as u32
-    }
-
     /// Forwards `query` (a whole DNS message) and returns the upstream's
     /// answer with the client's id. SERVFAIL and REFUSED answers move on to
     /// the next upstream (the last one is returned if none does better).

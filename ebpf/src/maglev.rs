@@ -118,11 +118,6 @@ pub fn table(backends: &[Backend], m: u32) -> Result<Vec<u32>, MaglevError> {
     Ok(entry)
 }
 
-/// The slot of a flow: its hash (any good hash of the 5-tuple) mod `m`.
-pub fn slot(flow_hash: u32, m: u32) -> u32 {
-    flow_hash % m
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -199,11 +199,6 @@ impl EmbeddedDns {
             }
         }
     }
-
-    /// Containers being served (for tests and inspection).
-    pub fn serving(&self) -> Vec<ContainerId> {
-        self.served.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
-    }
 }
 
 /// The container's `/etc/resolv.conf`, as Docker writes it: on user-defined
