@@ -26,11 +26,23 @@ struct {
 	__type(value, struct lb_svc);
 } lb_services SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1 << 20);
-	__type(key, struct lb_slot_key);
+/* Per service (by id): its Maglev table, an array of backend ids, replaced
+ * whole (atomically) when the backend set changes. Tables of any size
+ * (BPF_F_INNER_MAP), so 10,000 services need 10,000 x size x 4 bytes, not
+ * a hash entry per slot. */
+struct maglev_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
 	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__array(values, struct maglev_table);
 } lb_maglev SEC(".maps");
 
 struct {
@@ -209,11 +221,11 @@ int lb_from_container(struct __sk_buff *skb)
 		}
 		if (svc->table_size == 0)
 			return TC_ACT_SHOT; /* a service without backends: refuse */
-		struct lb_slot_key slot = {
-			.svc_id = svc->id,
-			.slot = flow_hash(saddr, daddr, sport, dport, proto) % svc->table_size,
-		};
-		__u32 *id = bpf_map_lookup_elem(&lb_maglev, &slot);
+		void *table = bpf_map_lookup_elem(&lb_maglev, &svc->id);
+		if (!table)
+			return TC_ACT_SHOT;
+		__u32 slot = flow_hash(saddr, daddr, sport, dport, proto) % svc->table_size;
+		__u32 *id = bpf_map_lookup_elem(table, &slot);
 		if (!id)
 			return TC_ACT_SHOT;
 		backend_id = *id;

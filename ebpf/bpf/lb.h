@@ -33,11 +33,6 @@ struct lb_svc {
 	__u32 pad;
 };
 
-struct lb_slot_key {
-	__u32 svc_id;
-	__u32 slot;
-};
-
 struct lb_backend {
 	__u32 addr[4];
 	__be16 port;

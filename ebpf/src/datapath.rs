@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use crate::maglev;
-use crate::maps::{self, Backend, Ct, CtKey, SlotKey, Svc, SvcKey};
+use crate::maps::{self, Backend, Ct, CtKey, Svc, SvcKey};
 
 /// What can go wrong controlling the datapath.
 #[derive(Debug, thiserror::Error)]
@@ -182,8 +182,9 @@ pub fn sweep<T: std::borrow::BorrowMut<aya::maps::MapData>>(
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub backends: Vec<(u32, Backend)>,
-    pub slots: Vec<(SlotKey, u32)>,
-    pub stale_slots: Vec<SlotKey>,
+    /// The service's Maglev table (slot -> backend id); empty: no live
+    /// backend (the table goes).
+    pub table: Vec<u32>,
     pub service: Option<(SvcKey, Svc)>,
 }
 
@@ -232,20 +233,14 @@ impl Ids {
             }
         }
         let next = &mut self.next_svc;
-        let (svc_id, old_size) = *self.services.entry(svc.key()).or_insert_with(|| {
+        let (svc_id, _) = *self.services.entry(svc.key()).or_insert_with(|| {
             *next += 1;
             (*next - 1, 0)
         });
         let m = if live.is_empty() { 0 } else { self.table_size };
         if m > 0 {
-            let table = maglev::table(&live, m)?;
-            plan.slots = table
-                .iter()
-                .enumerate()
-                .map(|(s, i)| (SlotKey { svc_id, slot: s as u32 }, live_ids[*i as usize]))
-                .collect();
+            plan.table = maglev::table(&live, m)?.iter().map(|i| live_ids[*i as usize]).collect();
         }
-        plan.stale_slots = (m..old_size).map(|slot| SlotKey { svc_id, slot }).collect();
         self.services.insert(svc.key(), (svc_id, m));
         let key = SvcKey {
             addr: [v4(svc.addr), 0, 0, 0],
@@ -257,15 +252,15 @@ impl Ids {
         Ok(plan)
     }
 
-    /// Forgets a service: its key and slots to delete.
-    pub fn forget(&mut self, addr: Ipv4Addr, port: u16, proto: Proto) -> Result<(SvcKey, Vec<SlotKey>), DatapathError> {
-        let (svc_id, size) = self
+    /// Forgets a service: its key and id (whose table goes).
+    pub fn forget(&mut self, addr: Ipv4Addr, port: u16, proto: Proto) -> Result<(SvcKey, u32), DatapathError> {
+        let (svc_id, _) = self
             .services
             .remove(&(addr, port, proto))
             .ok_or_else(|| DatapathError::NoService(format!("{addr}:{port}/{proto:?}")))?;
         let key =
             SvcKey { addr: [v4(addr), 0, 0, 0], port: port.to_be(), proto: proto.number(), family: maps::FAMILY_V4 };
-        Ok((key, (0..size).map(|slot| SlotKey { svc_id, slot }).collect()))
+        Ok((key, svc_id))
     }
 }
 
@@ -435,6 +430,26 @@ impl Kernel {
         self.ids.services.len()
     }
 
+    /// Detaches from every interface this instance attached to (in the
+    /// calling thread's namespace for pinned links, whose pins go).
+    pub fn detach_all(&mut self) -> Result<(), DatapathError> {
+        let prog: &mut aya::programs::SchedClassifier = self
+            .bpf
+            .program_mut("lb_from_container")
+            .ok_or_else(|| DatapathError::Load("no program".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(e.to_string()))?;
+        for (ifname, id) in self.links.drain(..) {
+            prog.detach(id).map_err(|e| DatapathError::Attach { ifname, why: e.to_string() })?;
+        }
+        if let Some(root) = &self.root {
+            for e in std::fs::read_dir(root.join("links")).into_iter().flatten().flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
     fn hash<K: aya::Pod, V: aya::Pod>(
         &mut self,
         name: &'static str,
@@ -443,24 +458,41 @@ impl Kernel {
         aya::maps::HashMap::try_from(m).map_err(map_err(name))
     }
 
+    fn tables(
+        &mut self,
+    ) -> Result<
+        aya::maps::HashOfMaps<&mut aya::maps::MapData, u32, aya::maps::Array<aya::maps::MapData, u32>>,
+        DatapathError,
+    > {
+        let m = self
+            .bpf
+            .map_mut("lb_maglev")
+            .ok_or_else(|| DatapathError::Map { map: "lb_maglev", why: "missing".into() })?;
+        aya::maps::HashOfMaps::try_from(m).map_err(map_err("lb_maglev"))
+    }
+
     fn apply(&mut self, plan: Plan) -> Result<(), DatapathError> {
-        // Backends, then slots, then the service: a packet never finds a
-        // slot naming a backend that is not there yet.
+        // Backends, then the table, then the service: a packet never finds
+        // a slot naming a backend that is not there yet. The table is a new
+        // array swapped in whole, so a flow never sees half of a change.
         let mut b = self.hash::<u32, Backend>("lb_backends")?;
         for (id, be) in &plan.backends {
             b.insert(id, be, 0).map_err(map_err("lb_backends"))?;
         }
-        let mut s = self.hash::<SlotKey, u32>("lb_maglev")?;
-        for (k, id) in &plan.slots {
-            s.insert(k, id, 0).map_err(map_err("lb_maglev"))?;
+        let Some((k, v)) = &plan.service else { return Ok(()) };
+        if !plan.table.is_empty() {
+            let mut t =
+                aya::maps::Array::<aya::maps::MapData, u32>::create(plan.table.len() as u32, maps::BPF_F_INNER_MAP)
+                    .map_err(map_err("lb_maglev (table)"))?;
+            for (slot, id) in plan.table.iter().enumerate() {
+                t.set(slot as u32, id, 0).map_err(map_err("lb_maglev (table)"))?;
+            }
+            self.tables()?.insert(v.id, &t, 0).map_err(map_err("lb_maglev"))?;
         }
-        if let Some((k, v)) = &plan.service {
-            let mut svc = self.hash::<SvcKey, Svc>("lb_services")?;
-            svc.insert(k, v, 0).map_err(map_err("lb_services"))?;
-        }
-        let mut s = self.hash::<SlotKey, u32>("lb_maglev")?;
-        for k in &plan.stale_slots {
-            let _ = s.remove(k);
+        let mut svc = self.hash::<SvcKey, Svc>("lb_services")?;
+        svc.insert(k, v, 0).map_err(map_err("lb_services"))?;
+        if plan.table.is_empty() {
+            let _ = self.tables()?.remove(&v.id);
         }
         Ok(())
     }
@@ -473,13 +505,10 @@ impl Datapath for Kernel {
     }
 
     fn delete_service(&mut self, addr: Ipv4Addr, port: u16, proto: Proto) -> Result<(), DatapathError> {
-        let (key, slots) = self.ids.forget(addr, port, proto)?;
+        let (key, svc_id) = self.ids.forget(addr, port, proto)?;
         let mut svc = self.hash::<SvcKey, Svc>("lb_services")?;
         svc.remove(&key).map_err(map_err("lb_services"))?;
-        let mut s = self.hash::<SlotKey, u32>("lb_maglev")?;
-        for k in &slots {
-            let _ = s.remove(k);
-        }
+        let _ = self.tables()?.remove(&svc_id);
         Ok(())
     }
 
@@ -593,7 +622,7 @@ mod tests {
     fn plans_keep_ids_and_leave_draining_backends_out_of_the_table() {
         let mut ids = Ids::new(1009).unwrap();
         let p = ids.plan(&svc(&[(1, BackendState::Active), (2, BackendState::Active)])).unwrap();
-        assert_eq!(p.slots.len(), 1009);
+        assert_eq!(p.table.len(), 1009);
         let (_, s) = p.service.unwrap();
         assert_eq!((s.id, s.table_size), (1, 1009));
         let p = ids.plan(&svc(&[(1, BackendState::Active), (2, BackendState::Draining)])).unwrap();
@@ -601,11 +630,11 @@ mod tests {
             p.backends.iter().map(|b| (b.0, b.1.state)).collect::<Vec<_>>(),
             [(1, maps::BACKEND_ACTIVE), (2, maps::BACKEND_DRAINING)]
         );
-        assert!(p.slots.iter().all(|(_, id)| *id == 1), "a draining backend gets no new flows");
+        assert!(p.table.iter().all(|id| *id == 1), "a draining backend gets no new flows");
         assert_eq!(p.service.unwrap().1.id, 1, "same service id");
-        // No live backend: no table, the old slots go.
+        // No live backend: no table.
         let p = ids.plan(&svc(&[(1, BackendState::Gone)])).unwrap();
-        assert_eq!((p.slots.len(), p.stale_slots.len(), p.service.unwrap().1.table_size), (0, 1009, 0));
+        assert_eq!((p.table.len(), p.service.unwrap().1.table_size), (0, 0));
         let mut r = Recording::new();
         r.upsert_service(&svc(&[(1, BackendState::Active)])).unwrap();
         r.attach("veth1").unwrap();

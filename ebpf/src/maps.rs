@@ -24,14 +24,6 @@ pub struct Svc {
     pub pad: u32,
 }
 
-/// `struct lb_slot_key`: one Maglev slot of a service.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SlotKey {
-    pub svc_id: u32,
-    pub slot: u32,
-}
-
 /// `struct lb_backend`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -78,6 +70,9 @@ pub struct Stats {
 }
 
 pub const FAMILY_V4: u8 = 4;
+/// The flag of Maglev tables (and of their template in the object): tables
+/// of any size fit the map of maps. The kernel wants it on both.
+pub const BPF_F_INNER_MAP: u32 = 1 << 12;
 pub const BACKEND_ACTIVE: u8 = 0;
 pub const BACKEND_DRAINING: u8 = 1;
 pub const BACKEND_GONE: u8 = 2;
@@ -91,8 +86,6 @@ pub const CT_CLOSING: u16 = 2;
 unsafe impl aya::Pod for SvcKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Svc {}
-// SAFETY: as above.
-unsafe impl aya::Pod for SlotKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Backend {}
 // SAFETY: as above.
@@ -128,11 +121,6 @@ pub fn layouts() -> Vec<Layout> {
                 ("flags", offset_of!(Svc, flags)),
                 ("pad", offset_of!(Svc, pad)),
             ],
-        ),
-        (
-            "lb_slot_key",
-            size_of::<SlotKey>(),
-            vec![("svc_id", offset_of!(SlotKey, svc_id)), ("slot", offset_of!(SlotKey, slot))],
         ),
         (
             "lb_backend",

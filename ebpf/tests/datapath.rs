@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use aya::maps::HashMap;
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use ebpf::maglev;
-use ebpf::maps::{self, Backend, Ct, CtKey, SlotKey, Svc, SvcKey};
+use ebpf::maps::{self, Backend, Ct, CtKey, Svc, SvcKey};
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 
 const TC_ACT_OK: u32 = 0;
@@ -85,6 +85,8 @@ const BACKENDS: [Ipv4Addr; 3] = [Ipv4Addr::new(10, 0, 1, 1), Ipv4Addr::new(10, 0
 
 struct Lab {
     bpf: aya::Ebpf,
+    /// The Maglev table last written (slot -> backend id).
+    table: Vec<u32>,
 }
 
 impl Lab {
@@ -92,7 +94,7 @@ impl Lab {
         let mut bpf = aya::Ebpf::load(ebpf::OBJECT).expect("the object loads");
         let prog: &mut SchedClassifier = bpf.program_mut("lb_from_container").unwrap().try_into().unwrap();
         prog.load().expect("the verifier accepts the program");
-        let mut lab = Lab { bpf };
+        let mut lab = Lab { bpf, table: Vec::new() };
         for (i, b) in BACKENDS.iter().enumerate() {
             lab.backend(i as u32 + 1, *b, maps::BACKEND_ACTIVE);
         }
@@ -117,21 +119,23 @@ impl Lab {
             .iter()
             .map(|&i| maglev::Backend { name: format!("{}:8080", BACKENDS[i as usize - 1]), weight: 1 })
             .collect();
-        let table = maglev::table(&list, M).unwrap();
-        let mut m: HashMap<_, SlotKey, u32> = HashMap::try_from(self.bpf.map_mut("lb_maglev").unwrap()).unwrap();
+        self.table = maglev::table(&list, M).unwrap().iter().map(|i| ids[*i as usize]).collect();
+        let mut m: aya::maps::HashOfMaps<_, u32, aya::maps::Array<aya::maps::MapData, u32>> =
+            aya::maps::HashOfMaps::try_from(self.bpf.map_mut("lb_maglev").unwrap()).unwrap();
         for svc_id in [6u32, 17] {
-            for (slot, idx) in table.iter().enumerate() {
-                m.insert(SlotKey { svc_id, slot: slot as u32 }, ids[*idx as usize], 0).unwrap();
+            // Each service its own table array, swapped in whole.
+            let mut t = aya::maps::Array::<aya::maps::MapData, u32>::create(M, ebpf::maps::BPF_F_INNER_MAP).unwrap();
+            for (slot, id) in self.table.iter().enumerate() {
+                t.set(slot as u32, id, 0).unwrap();
             }
+            m.insert(svc_id, &t, 0).unwrap();
         }
     }
 
-    /// The backend a new flow lands on, by the table in the map.
+    /// The backend a new flow lands on, by the Maglev table.
     fn expected(&self, sport: u16, proto: u8) -> Ipv4Addr {
         let slot = flow_hash(be(CLIENT), be(VIP), sport.to_be(), 80u16.to_be(), proto) % M;
-        let m: HashMap<_, SlotKey, u32> = HashMap::try_from(self.bpf.map("lb_maglev").unwrap()).unwrap();
-        let id = m.get(&SlotKey { svc_id: u32::from(proto), slot }, 0).unwrap();
-        BACKENDS[id as usize - 1]
+        BACKENDS[self.table[slot as usize] as usize - 1]
     }
 
     fn run(&self, pkt: &[u8]) -> (u32, Vec<u8>) {

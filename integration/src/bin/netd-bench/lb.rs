@@ -4,6 +4,9 @@
 //! on the host side of every veth). Request/response latency over one
 //! established TCP connection (p50/p99) and connections per second
 //! (connect, one request, close), via the VIP and direct to a backend.
+//! Then scale: the same service in a datapath holding 10 services vs one
+//! holding 10,000 (10 backends each), swapped on the interfaces every
+//! round.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -11,8 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use ebpf::datapath::{BackendState, Datapath, Kernel, Proto};
-use integration::lbtopo::{B1, VIP, attach_all, service, topo};
+use ebpf::datapath::{BackendSpec, BackendState, Datapath, Kernel, Proto, ServiceSpec};
+use integration::lbtopo::{B1, Topo, VIP, attach_all, service, topo};
 use integration::probe::in_netns;
 
 use super::{machine, median, pct, spread};
@@ -61,6 +64,41 @@ fn conns(client: &Path, to: (Ipv4Addr, u16), n: usize) -> Result<f64> {
     })?
 }
 
+/// A datapath with the real service plus `extra` services of 10 backends
+/// each (addresses nobody uses; the backends are shared).
+fn loaded(extra: u32, table: u32) -> Result<Kernel> {
+    let mut dp = Kernel::load(table)?;
+    dp.upsert_service(&service(1090, Proto::Tcp, BackendState::Active))?;
+    let backends: Vec<BackendSpec> = (0..10)
+        .map(|i| BackendSpec {
+            addr: Ipv4Addr::new(10, 251, 0, i + 1),
+            port: 80,
+            weight: 1,
+            state: BackendState::Active,
+        })
+        .collect();
+    for i in 0..extra {
+        let addr = Ipv4Addr::new(10, 97, (i / 250) as u8, (i % 250 + 1) as u8);
+        dp.upsert_service(&ServiceSpec { addr, port: 80, proto: Proto::Tcp, backends: backends.clone() })?;
+    }
+    Ok(dp)
+}
+
+/// Detaches `dp` in the host's namespace.
+fn detach(t: &Topo, mut dp: Kernel) -> Result<Kernel> {
+    let host = t.host_ns.clone();
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<Kernel> {
+            let f = std::fs::File::open(&host)?;
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            dp.detach_all()?;
+            Ok(dp)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("detach thread panicked"))?
+    })
+}
+
 /// `cargo xtask bench lb`.
 pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
     if rounds < 5 {
@@ -69,7 +107,7 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
     let t = topo();
     let mut dp = Kernel::load(ebpf::maglev::DEFAULT_SIZE)?;
     dp.upsert_service(&service(1090, Proto::Tcp, BackendState::Active))?;
-    let _dp = attach_all(&t, dp);
+    let dp = attach_all(&t, dp);
     let (vip, direct) = ((VIP, 1090), (B1, 9090));
     // Warm up both paths.
     rr(&t.client, vip, 200)?;
@@ -124,6 +162,62 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
     println!(
         "- **conn/s ratio VIP/direct: {c:.2}** ({clo:.2}..{chi:.2}); goal >= 0.90: {}",
         if c >= 0.90 { "met" } else { "NOT met" }
+    );
+    detach(&t, dp)?;
+
+    // Scale: 10 services vs 10,000, Maglev tables of 1021 slots (10
+    // backends need >= 1,000), swapped on the interfaces every round.
+    let load = Instant::now();
+    let mut small = Some(loaded(9, 1021)?);
+    let mut big = Some(loaded(9_999, 1021)?);
+    let load = load.elapsed();
+    let (mut sp50, mut sp99, mut scps) = ([vec![], vec![]], [vec![], vec![]], [vec![], vec![]]);
+    for r in 0..rounds {
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let slot = if i == 0 { &mut small } else { &mut big };
+            let dp = attach_all(&t, slot.take().expect("a datapath"));
+            let lat = rr(&t.client, vip, requests)?;
+            sp50[i].push(pct(&lat, 0.5));
+            sp99[i].push(pct(&lat, 0.99));
+            scps[i].push(conns(&t.client, vip, connections)?);
+            *slot = Some(detach(&t, dp)?);
+        }
+        eprintln!(
+            "scale round {}: 10 svc p50 {:.1} µs {:.0} conn/s, 10,000 svc p50 {:.1} µs {:.0} conn/s",
+            r + 1,
+            sp50[0][r],
+            scps[0][r],
+            sp50[1][r],
+            scps[1][r]
+        );
+    }
+    let inv = |v: &[Vec<f64>; 2]| -> Vec<f64> { v[0].iter().zip(&v[1]).map(|(a, b)| a / b).collect() };
+    let lat50 = inv(&sp50);
+    let lat99 = inv(&sp99);
+    let cps: Vec<f64> = scps[1].iter().zip(&scps[0]).map(|(big, small)| big / small).collect();
+    println!();
+    println!(
+        "#### scale: the same service among 10 vs 10,000 services (10 backends each, 1021-slot tables; loading 10,009 services took {:.1} s)\n",
+        load.as_secs_f64()
+    );
+    println!("| datapath holds | rr p50 µs | rr p99 µs | conn/s |");
+    println!("|---|---|---|---|");
+    for (i, what) in [(0, "10 services"), (1, "10,000 services")] {
+        println!(
+            "| {what} | {:.1} | {:.1} | {:.0} |",
+            median(sp50[i].clone()),
+            median(sp99[i].clone()),
+            median(scps[i].clone())
+        );
+    }
+    println!();
+    // Performance kept at 10,000 services: small/big for latency, big/small for rate.
+    let (a, b, c) = (median(lat50.clone()), median(lat99.clone()), median(cps.clone()));
+    let ((alo, ahi), (blo, bhi), (clo, chi)) = (spread(&lat50), spread(&lat99), spread(&cps));
+    println!(
+        "- **kept at 10,000 services (latency 10/10,000; rate 10,000/10): p50 {a:.2}** ({alo:.2}..{ahi:.2}), **p99 {b:.2}** ({blo:.2}..{bhi:.2}), **conn/s {c:.2}** ({clo:.2}..{chi:.2}); goal >= 0.95: {}",
+        if a >= 0.95 && b >= 0.95 && c >= 0.95 { "met" } else { "NOT met" }
     );
     Ok(())
 }
