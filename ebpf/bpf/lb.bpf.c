@@ -193,7 +193,23 @@ int lb_from_container(struct __sk_buff *skb)
 			be = 0;
 		if (be) {
 			ct->last_seen_ns = now;
-			ct->flags |= closing;
+			ct->flags = syn ? closing : (ct->flags | closing);
+			if (syn) {
+				/* A new connection on a tuple tracked before: its reply
+				 * entry may be gone (a direct connection from the same
+				 * port removed it); write it again. */
+				struct lb_ct_key rkey = {};
+				rkey.saddr[0] = be->addr[0];
+				rkey.daddr[0] = saddr;
+				rkey.sport = be->port;
+				rkey.dport = sport;
+				rkey.proto = proto;
+				rkey.dir = LB_CT_REPLY;
+				struct lb_ct rev = {.last_seen_ns = now, .svc_id = svc_id, .backend_id = backend_id};
+				rev.nat_addr[0] = daddr;
+				rev.nat_port = dport;
+				bpf_map_update_elem(&lb_ct, &rkey, &rev, BPF_ANY);
+			}
 		}
 	}
 	if (!be) {

@@ -334,6 +334,19 @@ fn other_traffic_and_malformed_packets_pass_untouched() {
         (back, 8080, CLIENT, 44000),
         "its reply is not NATed to the VIP"
     );
+    // And the VIP again from that port (its forward entry still there): the
+    // reply entry comes back with the new SYN.
+    let vip_syn = {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(CLIENT.octets(), VIP.octets(), 64)
+            .tcp(44000, 80, 7, 64000)
+            .syn();
+        let mut v = Vec::new();
+        b.write(&mut v, PAYLOAD).unwrap();
+        v
+    };
+    assert_eq!(parse(&lab.run(&vip_syn).1), (CLIENT, 44000, back, 8080));
+    assert_eq!(parse(&lab.run(&tcp(back, 8080, CLIENT, 44000)).1), (VIP, 80, CLIENT, 44000), "reverse NAT restored");
     let mut lab = lab;
     let mut ct: HashMap<_, CtKey, Ct> = HashMap::try_from(lab.bpf.map_mut("lb_ct").unwrap()).unwrap();
     for k in ct.keys().map(|k| k.unwrap()).collect::<Vec<_>>() {

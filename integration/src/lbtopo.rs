@@ -110,6 +110,14 @@ pub fn topo() -> Topo {
     let fwd = lab.node(0).sh("sysctl -qw net.ipv4.ip_forward=1");
     assert!(fwd.status.success());
     let client = leg(&host, &format!("{}-c", lab.id), "vc", "10.200.0.10/24");
+    // Connection-rate runs open tens of thousands of connections to one
+    // address within a minute: let the client reuse TIME_WAIT ports (in
+    // its own namespace), or connect() starves for ports.
+    let reuse = std::process::Command::new("ip")
+        .args(["netns", "exec", &format!("{}-c", lab.id), "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])
+        .status()
+        .unwrap();
+    assert!(reuse.success(), "sysctl tcp_tw_reuse in the client namespace");
     let b1 = leg(&host, &format!("{}-b1", lab.id), "vb1", "10.200.0.21/24");
     let b2 = leg(&host, &format!("{}-b2", lab.id), "vb2", "10.200.0.22/24");
     let s1 = Servers::start(&b1, 8080, "b1").unwrap();

@@ -24,9 +24,12 @@ fn clients_reach_backends_through_a_vip_and_survive_a_drain() {
     assert_eq!(probe::tcp(&client, VIP, 80, Duration::from_millis(300)), None);
 
     let mut dp = Kernel::load(1021).expect("the datapath loads");
-    for (port, proto) in [(80, Proto::Tcp), (80, Proto::Udp), (1090, Proto::Tcp)] {
-        dp.upsert_service(&service(port, proto, BackendState::Active)).unwrap();
-    }
+    // All at once (the batched path), as netd loads services at start.
+    let all: Vec<_> = [(80, Proto::Tcp), (80, Proto::Udp), (1090, Proto::Tcp)]
+        .iter()
+        .map(|&(p, pr)| service(p, pr, BackendState::Active))
+        .collect();
+    dp.upsert_services(&all).unwrap();
     let mut dp = attach_all(&t, dp);
 
     // TCP and UDP through the VIP: the backends see the client's own

@@ -77,10 +77,15 @@ fn loaded(extra: u32, table: u32) -> Result<Kernel> {
             state: BackendState::Active,
         })
         .collect();
-    for i in 0..extra {
-        let addr = Ipv4Addr::new(10, 97, (i / 250) as u8, (i % 250 + 1) as u8);
-        dp.upsert_service(&ServiceSpec { addr, port: 80, proto: Proto::Tcp, backends: backends.clone() })?;
-    }
+    let svcs: Vec<ServiceSpec> = (0..extra)
+        .map(|i| ServiceSpec {
+            addr: Ipv4Addr::new(10, 97, (i / 250) as u8, (i % 250 + 1) as u8),
+            port: 80,
+            proto: Proto::Tcp,
+            backends: backends.clone(),
+        })
+        .collect();
+    dp.upsert_services(&svcs)?;
     Ok(dp)
 }
 
