@@ -121,6 +121,33 @@ static __always_inline int rewrite(struct __sk_buff *skb, __u32 addr_off, __u32 
 	return 0;
 }
 
+/* The reply-direction key of a flow between a backend and a client. */
+static __always_inline void reply_key(struct lb_ct_key *k, __be32 backend, __be16 bport, __be32 client, __be16 cport,
+				      __u8 proto)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->saddr[0] = backend;
+	k->daddr[0] = client;
+	k->sport = bport;
+	k->dport = cport;
+	k->proto = proto;
+	k->dir = LB_CT_REPLY;
+}
+
+/* Tracks the reply direction of a balanced flow: the backend's answers to
+ * the client get the service address back as their source. */
+static __always_inline void track_reply(const struct lb_backend *be, __be32 client, __be16 cport, __u8 proto,
+					__be32 svc_addr, __be16 svc_port, __u32 svc_id, __u32 backend_id, __u64 now,
+					__u16 flags)
+{
+	struct lb_ct_key k;
+	reply_key(&k, be->addr[0], be->port, client, cport, proto);
+	struct lb_ct rev = {.last_seen_ns = now, .svc_id = svc_id, .backend_id = backend_id, .flags = flags};
+	rev.nat_addr[0] = svc_addr;
+	rev.nat_port = svc_port;
+	bpf_map_update_elem(&lb_ct, &k, &rev, BPF_ANY);
+}
+
 SEC("classifier")
 int lb_from_container(struct __sk_buff *skb)
 {
@@ -194,22 +221,11 @@ int lb_from_container(struct __sk_buff *skb)
 		if (be) {
 			ct->last_seen_ns = now;
 			ct->flags = syn ? closing : (ct->flags | closing);
-			if (syn) {
-				/* A new connection on a tuple tracked before: its reply
-				 * entry may be gone (a direct connection from the same
-				 * port removed it); write it again. */
-				struct lb_ct_key rkey = {};
-				rkey.saddr[0] = be->addr[0];
-				rkey.daddr[0] = saddr;
-				rkey.sport = be->port;
-				rkey.dport = sport;
-				rkey.proto = proto;
-				rkey.dir = LB_CT_REPLY;
-				struct lb_ct rev = {.last_seen_ns = now, .svc_id = svc_id, .backend_id = backend_id};
-				rev.nat_addr[0] = daddr;
-				rev.nat_port = dport;
-				bpf_map_update_elem(&lb_ct, &rkey, &rev, BPF_ANY);
-			}
+			/* A new connection on a tuple tracked before: its reply
+			 * entry may be gone (a direct connection from the same
+			 * port removed it); write it again. */
+			if (syn)
+				track_reply(be, saddr, sport, proto, daddr, dport, svc_id, backend_id, now, 0);
 		}
 	}
 	if (!be) {
@@ -224,13 +240,8 @@ int lb_from_container(struct __sk_buff *skb)
 			 * backed a NATed flow from this very client port: the old
 			 * reply entry must not rewrite this one's replies. */
 			if (syn) {
-				struct lb_ct_key stale = {};
-				stale.saddr[0] = daddr;
-				stale.daddr[0] = saddr;
-				stale.sport = dport;
-				stale.dport = sport;
-				stale.proto = proto;
-				stale.dir = LB_CT_REPLY;
+				struct lb_ct_key stale;
+				reply_key(&stale, daddr, dport, saddr, sport, proto);
 				bpf_map_delete_elem(&lb_ct, &stale);
 			}
 			return TC_ACT_OK;
@@ -253,17 +264,7 @@ int lb_from_container(struct __sk_buff *skb)
 		fwd.nat_addr[0] = be->addr[0];
 		fwd.nat_port = be->port;
 		bpf_map_update_elem(&lb_ct, &key, &fwd, BPF_ANY);
-		struct lb_ct_key rkey = {};
-		rkey.saddr[0] = be->addr[0];
-		rkey.daddr[0] = saddr;
-		rkey.sport = be->port;
-		rkey.dport = sport;
-		rkey.proto = proto;
-		rkey.dir = LB_CT_REPLY;
-		struct lb_ct rev = {.last_seen_ns = now, .svc_id = svc_id, .backend_id = backend_id, .flags = closing};
-		rev.nat_addr[0] = daddr;
-		rev.nat_port = dport;
-		bpf_map_update_elem(&lb_ct, &rkey, &rev, BPF_ANY);
+		track_reply(be, saddr, sport, proto, daddr, dport, svc_id, backend_id, now, closing);
 		new_flow = 1;
 	}
 	count(backend_id, skb->len, new_flow);

@@ -389,6 +389,14 @@ fn update_batch(fd: std::os::fd::RawFd, keys: &[u32], values: &[u32]) -> std::io
     Ok(())
 }
 
+/// The datapath's program in a loaded object.
+fn program(bpf: &mut aya::Ebpf) -> Result<&mut aya::programs::SchedClassifier, DatapathError> {
+    bpf.program_mut("lb_from_container")
+        .ok_or_else(|| DatapathError::Load("no program lb_from_container in the object".into()))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| DatapathError::Load(e.to_string()))
+}
+
 /// bpffs's magic number (statfs f_type).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -451,12 +459,7 @@ impl Kernel {
             loader.map_pin_path(m, p.as_path());
         }
         let mut bpf = loader.load(crate::OBJECT).map_err(|e| DatapathError::Load(e.to_string()))?;
-        let prog: &mut aya::programs::SchedClassifier = bpf
-            .program_mut("lb_from_container")
-            .ok_or_else(|| DatapathError::Load("no program lb_from_container in the object".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(e.to_string()))?;
-        prog.load().map_err(|e| DatapathError::Load(e.to_string()))?;
+        program(&mut bpf)?.load().map_err(|e| DatapathError::Load(e.to_string()))?;
         Ok(Kernel { bpf, ids, links: Vec::new(), root: root.map(|r| r.to_path_buf()) })
     }
 
@@ -495,12 +498,7 @@ impl Kernel {
     /// Detaches from every interface this instance attached to (in the
     /// calling thread's namespace for pinned links, whose pins go).
     pub fn detach_all(&mut self) -> Result<(), DatapathError> {
-        let prog: &mut aya::programs::SchedClassifier = self
-            .bpf
-            .program_mut("lb_from_container")
-            .ok_or_else(|| DatapathError::Load("no program".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(e.to_string()))?;
+        let prog = program(&mut self.bpf)?;
         for (ifname, id) in self.links.drain(..) {
             prog.detach(id).map_err(|e| DatapathError::Attach { ifname, why: e.to_string() })?;
         }
@@ -619,12 +617,7 @@ impl Datapath for Kernel {
         if pin.as_ref().is_some_and(|p| p.exists()) {
             return Ok(());
         }
-        let prog: &mut aya::programs::SchedClassifier = self
-            .bpf
-            .program_mut("lb_from_container")
-            .ok_or_else(|| DatapathError::Load("no program".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(e.to_string()))?;
+        let prog = program(&mut self.bpf)?;
         let id = prog
             .attach(ifname, aya::programs::TcAttachType::Ingress)
             .map_err(|e| DatapathError::Attach { ifname: ifname.to_owned(), why: e.to_string() })?;

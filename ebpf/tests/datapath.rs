@@ -159,9 +159,20 @@ impl Lab {
 const PAYLOAD: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
 
 fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    tcp_flag(src, sport, dst, dport, None)
+}
+
+/// A TCP segment with one flag set: `Some("syn")` or `Some("fin")`.
+fn tcp_flag(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flag: Option<&str>) -> Vec<u8> {
     let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
         .ipv4(src.octets(), dst.octets(), 64)
         .tcp(sport, dport, 1000, 64000);
+    let b = match flag {
+        None => b,
+        Some("syn") => b.syn(),
+        Some("fin") => b.fin(),
+        Some(other) => panic!("flag {other}"),
+    };
     let mut v = Vec::new();
     b.write(&mut v, PAYLOAD).unwrap();
     v
@@ -319,15 +330,7 @@ fn other_traffic_and_malformed_packets_pass_untouched() {
     // A VIP flow, then a direct connection from the same client port to
     // the same backend: the old reply entry must not rewrite its replies.
     let back = parse(&lab.run(&tcp(CLIENT, 44000, VIP, 80)).1).2;
-    let syn = {
-        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4(CLIENT.octets(), back.octets(), 64)
-            .tcp(44000, 8080, 1, 64000)
-            .syn();
-        let mut v = Vec::new();
-        b.write(&mut v, PAYLOAD).unwrap();
-        v
-    };
+    let syn = tcp_flag(CLIENT, 44000, back, 8080, Some("syn"));
     assert_eq!(parse(&lab.run(&syn).1), (CLIENT, 44000, back, 8080), "direct: untouched");
     assert_eq!(
         parse(&lab.run(&tcp(back, 8080, CLIENT, 44000)).1),
@@ -336,15 +339,7 @@ fn other_traffic_and_malformed_packets_pass_untouched() {
     );
     // And the VIP again from that port (its forward entry still there): the
     // reply entry comes back with the new SYN.
-    let vip_syn = {
-        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4(CLIENT.octets(), VIP.octets(), 64)
-            .tcp(44000, 80, 7, 64000)
-            .syn();
-        let mut v = Vec::new();
-        b.write(&mut v, PAYLOAD).unwrap();
-        v
-    };
+    let vip_syn = tcp_flag(CLIENT, 44000, VIP, 80, Some("syn"));
     assert_eq!(parse(&lab.run(&vip_syn).1), (CLIENT, 44000, back, 8080));
     assert_eq!(parse(&lab.run(&tcp(back, 8080, CLIENT, 44000)).1), (VIP, 80, CLIENT, 44000), "reverse NAT restored");
     let mut lab = lab;
@@ -369,15 +364,7 @@ fn conntrack_ages_out_by_state() {
     lab.run(&tcp(CLIENT, 40001, VIP, 80));
     lab.run(&udp(CLIENT, 5353, VIP, 80, false));
     // A FIN on the second flow marks its forward entry closing.
-    let fin = {
-        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4(CLIENT.octets(), VIP.octets(), 64)
-            .tcp(40001, 80, 2000, 64000)
-            .fin();
-        let mut v = Vec::new();
-        b.write(&mut v, PAYLOAD).unwrap();
-        v
-    };
+    let fin = tcp_flag(CLIENT, 40001, VIP, 80, Some("fin"));
     assert_eq!(parse(&lab.run(&fin).1).3, 8080, "the FIN is forwarded like the rest of its flow");
     assert_eq!(lab.ct_entries(), 6, "three flows, two entries each");
     let now = ebpf::datapath::monotonic_ns() + 1_000_000;
