@@ -21,18 +21,18 @@ char LICENSE[] SEC("license") = "GPL";
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, LB_MAX_SERVICES);
 	__type(key, struct lb_svc_key);
 	__type(value, struct lb_svc);
 } lb_services SEC(".maps");
 
 /* Per service (by id): its Maglev table, an array of backend ids, replaced
  * whole (atomically) when the backend set changes. Tables of any size
- * (BPF_F_INNER_MAP), so 10,000 services need 10,000 x size x 4 bytes, not
+ * (BPF_F_INNER_MAP), so 10,000 services need 10,000 x size x 8 bytes, not
  * a hash entry per slot. */
 struct maglev_table {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(map_flags, BPF_F_INNER_MAP | BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
@@ -40,14 +40,14 @@ struct maglev_table {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
-	__uint(max_entries, 65536);
+	__uint(max_entries, LB_MAX_SERVICES);
 	__type(key, __u32);
 	__array(values, struct maglev_table);
 } lb_maglev SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, LB_MAX_BACKENDS);
 	__type(key, __u32);
 	__type(value, struct lb_backend);
 } lb_backends SEC(".maps");
@@ -61,7 +61,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, LB_MAX_BACKENDS);
 	__type(key, __u32);
 	__type(value, struct lb_stats);
 } lb_stats SEC(".maps");

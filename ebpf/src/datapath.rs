@@ -22,6 +22,8 @@ pub enum DatapathError {
     Attach { ifname: String, why: String },
     #[error("no service {0}")]
     NoService(String),
+    #[error("the datapath holds at most {max} {what}; {what} beyond that are refused")]
+    Full { what: &'static str, max: usize },
 }
 
 /// Transport protocol of a service.
@@ -186,10 +188,15 @@ pub struct Plan {
     /// backend (the table goes).
     pub table: Vec<u32>,
     pub service: Option<(SvcKey, Svc)>,
+    /// The service had a table of this size already: its slots are
+    /// rewritten in place. Swapping in a new array would wait for an RCU
+    /// grace period in the kernel (milliseconds per change); every slot
+    /// names a live backend at every moment either way.
+    pub in_place: bool,
 }
 
 /// Ids and table sizes: the state both implementations share.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Ids {
     table_size: u32,
     services: BTreeMap<(Ipv4Addr, u16, Proto), (u32, u32)>,
@@ -212,6 +219,13 @@ impl Ids {
         let mut plan = Plan::default();
         let mut live = Vec::new();
         let mut live_ids = Vec::new();
+        let new_backends = svc.backends.iter().filter(|b| !self.backends.contains_key(&(b.addr, b.port))).count();
+        if self.backends.len() + new_backends > maps::MAX_BACKENDS {
+            return Err(DatapathError::Full { what: "backends", max: maps::MAX_BACKENDS });
+        }
+        if !self.services.contains_key(&svc.key()) && self.services.len() >= maps::MAX_SERVICES {
+            return Err(DatapathError::Full { what: "services", max: maps::MAX_SERVICES });
+        }
         for b in &svc.backends {
             let next = &mut self.next_backend;
             let id = *self.backends.entry((b.addr, b.port)).or_insert_with(|| {
@@ -233,11 +247,12 @@ impl Ids {
             }
         }
         let next = &mut self.next_svc;
-        let (svc_id, _) = *self.services.entry(svc.key()).or_insert_with(|| {
+        let (svc_id, old_m) = *self.services.entry(svc.key()).or_insert_with(|| {
             *next += 1;
             (*next - 1, 0)
         });
         let m = if live.is_empty() { 0 } else { self.table_size };
+        plan.in_place = m > 0 && old_m == m;
         if m > 0 {
             plan.table = maglev::table(&live, m)?.iter().map(|i| live_ids[*i as usize]).collect();
         }
@@ -328,22 +343,53 @@ pub struct Kernel {
 }
 
 /// A Maglev table as a new BPF array (flagged for the map of maps),
-/// filled in one batched update: 16381 slots are one system call, not
-/// 16381 (loading 10,000 services took minutes slot by slot).
+/// filled through a shared mapping.
 fn new_table(table: &[u32]) -> Result<aya::maps::MapData, DatapathError> {
-    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::fd::AsFd;
     const BPF_MAP_TYPE_ARRAY: u32 = 2;
-    let obj = aya_obj::Map::new_from_params(BPF_MAP_TYPE_ARRAY, 4, 4, table.len() as u32, maps::BPF_F_INNER_MAP);
+    let obj = aya_obj::Map::new_from_params(BPF_MAP_TYPE_ARRAY, 4, 4, table.len() as u32, maps::TABLE_FLAGS);
     let md = aya::maps::MapData::create(obj, "lb_maglev_tbl", None).map_err(map_err("lb_maglev (table)"))?;
-    let keys: Vec<u32> = (0..table.len() as u32).collect();
-    update_batch(md.fd().as_fd().as_raw_fd(), &keys, table)
-        .map_err(|e| DatapathError::Map { map: "lb_maglev (table)", why: format!("batched update: {e}") })?;
+    write_table(md.fd().as_fd(), table)?;
     Ok(md)
 }
 
-/// `BPF_MAP_UPDATE_BATCH` of u32 keys and values (aya 0.14 has no batch
-/// operations).
-fn update_batch(fd: std::os::fd::RawFd, keys: &[u32], values: &[u32]) -> std::io::Result<()> {
+/// Writes `table` into a Maglev array (`BPF_F_MMAPABLE`) through a shared
+/// mapping: no system call per slot, and each slot is one aligned 4-byte
+/// store, so a packet reading the table meanwhile sees the old or the new
+/// backend of a slot, never a torn id. The kernel lays elements out
+/// 8 bytes apart (value size rounded up to 8).
+fn write_table(fd: std::os::fd::BorrowedFd<'_>, table: &[u32]) -> Result<(), DatapathError> {
+    use std::os::fd::AsRawFd;
+    let err = |why: String| DatapathError::Map { map: "lb_maglev (table)", why };
+    if table.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let len = (table.len() * 8).div_ceil(page) * page;
+    // SAFETY: a shared read-write mapping of `len` bytes of the array (the
+    // kernel checks the length against the map); nothing else maps it here.
+    let p = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+    };
+    if p == libc::MAP_FAILED {
+        return Err(err(format!("mmap: {}", std::io::Error::last_os_error())));
+    }
+    let base = p.cast::<u32>();
+    for (i, id) in table.iter().enumerate() {
+        // SAFETY: slot i lives at byte 8 * i < len, 4-byte aligned (the
+        // mapping is page aligned); a volatile store, as the kernel reads
+        // the same memory concurrently.
+        unsafe { base.add(2 * i).write_volatile(*id) };
+    }
+    // SAFETY: unmaps exactly the mapping made above.
+    unsafe { libc::munmap(p, len) };
+    Ok(())
+}
+
+/// `BPF_MAP_UPDATE_BATCH` (aya 0.14 has no batch operations): one system
+/// call for many entries. `K` and `V` must be the map's key and value types.
+fn update_batch<K: aya::Pod, V: aya::Pod>(fd: std::os::fd::RawFd, keys: &[K], values: &[V]) -> std::io::Result<()> {
     /// The batch member of `union bpf_attr`.
     #[repr(C)]
     struct BatchAttr {
@@ -360,6 +406,9 @@ fn update_batch(fd: std::os::fd::RawFd, keys: &[u32], values: &[u32]) -> std::io
     if keys.len() != values.len() {
         return Err(std::io::Error::other("keys and values differ in number"));
     }
+    if keys.is_empty() {
+        return Ok(());
+    }
     let mut attr = BatchAttr {
         in_batch: 0,
         out_batch: 0,
@@ -370,8 +419,9 @@ fn update_batch(fd: std::os::fd::RawFd, keys: &[u32], values: &[u32]) -> std::io
         elem_flags: 0,
         flags: 0,
     };
-    // SAFETY: the attr points at two live slices of `count` u32s each (key
-    // and value size of the map); the kernel reads them and writes `count`.
+    // SAFETY: the attr points at two live slices of `count` keys and values
+    // of the map's key and value sizes (Pod: plain bytes); the kernel reads
+    // them and writes `count`.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -518,6 +568,17 @@ impl Kernel {
         aya::maps::HashMap::try_from(m).map_err(map_err(name))
     }
 
+    /// A map's file descriptor, for the batched updates aya lacks.
+    fn fd(&self, name: &'static str) -> Result<std::os::fd::RawFd, DatapathError> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let m = self.bpf.map(name).ok_or_else(|| DatapathError::Map { map: name, why: "missing".into() })?;
+        let md = match m {
+            aya::maps::Map::HashMap(md) | aya::maps::Map::HashOfMaps(md) => md,
+            _ => return Err(DatapathError::Map { map: name, why: "not a hash map".into() }),
+        };
+        Ok(md.fd().as_fd().as_raw_fd())
+    }
+
     fn tables(
         &mut self,
     ) -> Result<aya::maps::HashOfMaps<&mut aya::maps::MapData, u32, aya::maps::MapData>, DatapathError> {
@@ -529,15 +590,22 @@ impl Kernel {
     }
 
     fn apply(&mut self, plan: Plan) -> Result<(), DatapathError> {
-        // Backends, then the table, then the service: a packet never finds
-        // a slot naming a backend that is not there yet. The table is a new
-        // array swapped in whole, so a flow never sees half of a change.
+        use std::os::fd::AsFd;
+        // Active backends, then the table, then the service, then the
+        // backends leaving: a packet never finds a slot naming a backend
+        // that is not there yet, nor (while slots are rewritten in place)
+        // one already marked gone.
+        let (active, leaving): (Vec<_>, Vec<_>) =
+            plan.backends.iter().partition(|(_, be)| be.state == maps::BACKEND_ACTIVE);
         let mut b = self.hash::<u32, Backend>("lb_backends")?;
-        for (id, be) in &plan.backends {
+        for (id, be) in &active {
             b.insert(id, be, 0).map_err(map_err("lb_backends"))?;
         }
         let Some((k, v)) = &plan.service else { return Ok(()) };
-        if !plan.table.is_empty() {
+        if plan.in_place {
+            let t: aya::maps::MapData = self.tables()?.get(&v.id, 0).map_err(map_err("lb_maglev"))?;
+            write_table(t.fd().as_fd(), &plan.table)?;
+        } else if !plan.table.is_empty() {
             let t = new_table(&plan.table)?;
             self.tables()?.insert(v.id, &t, 0).map_err(map_err("lb_maglev"))?;
         }
@@ -545,6 +613,10 @@ impl Kernel {
         svc.insert(k, v, 0).map_err(map_err("lb_services"))?;
         if plan.table.is_empty() {
             let _ = self.tables()?.remove(&v.id);
+        }
+        let mut b = self.hash::<u32, Backend>("lb_backends")?;
+        for (id, be) in &leaving {
+            b.insert(id, be, 0).map_err(map_err("lb_backends"))?;
         }
         Ok(())
     }
@@ -557,11 +629,20 @@ impl Kernel {
     /// one by one takes minutes.
     pub fn upsert_services(&mut self, svcs: &[ServiceSpec]) -> Result<(), DatapathError> {
         use std::os::fd::{AsFd, AsRawFd};
-        let plans = svcs.iter().map(|s| self.ids.plan(s)).collect::<Result<Vec<Plan>, _>>()?;
-        let mut b = self.hash::<u32, Backend>("lb_backends")?;
-        for (id, be) in plans.iter().flat_map(|p| &p.backends) {
-            b.insert(id, be, 0).map_err(map_err("lb_backends"))?;
-        }
+        let saved = self.ids.clone();
+        let plans = match svcs.iter().map(|s| self.ids.plan(s)).collect::<Result<Vec<Plan>, _>>() {
+            Ok(p) => p,
+            Err(e) => {
+                // Refused as a whole: no id handed out for a change not made.
+                self.ids = saved;
+                return Err(e);
+            }
+        };
+        // Each backend once (services share them), in one batched update.
+        let backends: BTreeMap<u32, Backend> = plans.iter().flat_map(|p| p.backends.iter().copied()).collect();
+        let (ids, values): (Vec<u32>, Vec<Backend>) = backends.into_iter().unzip();
+        update_batch(self.fd("lb_backends")?, &ids, &values)
+            .map_err(|e| DatapathError::Map { map: "lb_backends", why: format!("batched update: {e}") })?;
         let mut tables = Vec::new();
         let (mut ids, mut fds) = (Vec::new(), Vec::new());
         for p in &plans {
@@ -574,19 +655,12 @@ impl Kernel {
                 tables.push(t);
             }
         }
-        if !ids.is_empty() {
-            let outer = match self.bpf.map("lb_maglev") {
-                Some(aya::maps::Map::HashOfMaps(md)) => md.fd().as_fd().as_raw_fd(),
-                _ => return Err(DatapathError::Map { map: "lb_maglev", why: "not a hash of maps".into() }),
-            };
-            update_batch(outer, &ids, &fds)
-                .map_err(|e| DatapathError::Map { map: "lb_maglev", why: format!("batched update: {e}") })?;
-        }
+        update_batch(self.fd("lb_maglev")?, &ids, &fds)
+            .map_err(|e| DatapathError::Map { map: "lb_maglev", why: format!("batched update: {e}") })?;
         drop(tables);
-        let mut svc = self.hash::<SvcKey, Svc>("lb_services")?;
-        for (k, v) in plans.iter().filter_map(|p| p.service.as_ref()) {
-            svc.insert(k, v, 0).map_err(map_err("lb_services"))?;
-        }
+        let (keys, values): (Vec<SvcKey>, Vec<Svc>) = plans.iter().filter_map(|p| p.service).unzip();
+        update_batch(self.fd("lb_services")?, &keys, &values)
+            .map_err(|e| DatapathError::Map { map: "lb_services", why: format!("batched update: {e}") })?;
         for (_, v) in plans.iter().filter(|p| p.table.is_empty()).filter_map(|p| p.service.as_ref()) {
             let _ = self.tables()?.remove(&v.id);
         }
@@ -694,6 +768,25 @@ mod tests {
     }
 
     #[test]
+    fn more_backends_than_the_maps_hold_are_refused_and_change_nothing() {
+        let mut r = Recording::new();
+        r.upsert_service(&svc(&[(1, BackendState::Active)])).unwrap();
+        let mut huge = svc(&[]);
+        huge.addr = Ipv4Addr::new(10, 96, 0, 11);
+        huge.backends = (0..maps::MAX_BACKENDS as u32)
+            .map(|i| BackendSpec {
+                addr: Ipv4Addr::from(0x0b00_0000 + i),
+                port: 80,
+                weight: 1,
+                state: BackendState::Active,
+            })
+            .collect();
+        let e = r.upsert_service(&huge).unwrap_err();
+        assert!(e.to_string().contains("at most 262144 backends"), "{e}");
+        assert_eq!((r.ids.services.len(), r.ids.backends.len()), (1, 1), "nothing handed out");
+    }
+
+    #[test]
     fn timeouts_follow_the_state() {
         let t = Timeouts::default();
         let tcp = CtKey { proto: 6, ..Default::default() };
@@ -714,6 +807,7 @@ mod tests {
         let mut ids = Ids::new(1009).unwrap();
         let p = ids.plan(&svc(&[(1, BackendState::Active), (2, BackendState::Active)])).unwrap();
         assert_eq!(p.table.len(), 1009);
+        assert!(!p.in_place, "a new service gets a new table");
         let (_, s) = p.service.unwrap();
         assert_eq!((s.id, s.table_size), (1, 1009));
         let p = ids.plan(&svc(&[(1, BackendState::Active), (2, BackendState::Draining)])).unwrap();
@@ -722,10 +816,14 @@ mod tests {
             [(1, maps::BACKEND_ACTIVE), (2, maps::BACKEND_DRAINING)]
         );
         assert!(p.table.iter().all(|id| *id == 1), "a draining backend gets no new flows");
+        assert!(p.in_place, "same table size: slots rewritten in place");
         assert_eq!(p.service.unwrap().1.id, 1, "same service id");
         // No live backend: no table.
         let p = ids.plan(&svc(&[(1, BackendState::Gone)])).unwrap();
         assert_eq!((p.table.len(), p.service.unwrap().1.table_size), (0, 0));
+        assert!(!p.in_place);
+        let p = ids.plan(&svc(&[(1, BackendState::Active)])).unwrap();
+        assert!(!p.in_place, "back from no backend: a new table");
         let mut r = Recording::new();
         r.upsert_service(&svc(&[(1, BackendState::Active)])).unwrap();
         r.attach("veth1").unwrap();

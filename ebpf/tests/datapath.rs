@@ -62,6 +62,26 @@ fn shared_structs_match_the_objects_btf() {
     }
 }
 
+#[test]
+fn capacities_match_the_object() {
+    if !root() {
+        return;
+    }
+    let bpf = aya::Ebpf::load(ebpf::OBJECT).expect("the object loads");
+    for (name, max) in [
+        ("lb_services", maps::MAX_SERVICES),
+        ("lb_maglev", maps::MAX_SERVICES),
+        ("lb_backends", maps::MAX_BACKENDS),
+        ("lb_stats", maps::MAX_BACKENDS),
+    ] {
+        let md = match bpf.map(name).unwrap_or_else(|| panic!("{name} in the object")) {
+            aya::maps::Map::HashMap(m) | aya::maps::Map::HashOfMaps(m) | aya::maps::Map::PerCpuHashMap(m) => m,
+            _ => panic!("{name}: not a hash map"),
+        };
+        assert_eq!(md.info().unwrap().max_entries() as usize, max, "capacity of {name}: C vs maps.rs");
+    }
+}
+
 /// The flow hash of `bpf/lb.bpf.c`, to know which slot a flow takes.
 fn flow_hash(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> u32 {
     let mut h: u64 = (u64::from(saddr) << 32) ^ u64::from(daddr);
@@ -124,7 +144,7 @@ impl Lab {
             aya::maps::HashOfMaps::try_from(self.bpf.map_mut("lb_maglev").unwrap()).unwrap();
         for svc_id in [6u32, 17] {
             // Each service its own table array, swapped in whole.
-            let mut t = aya::maps::Array::<aya::maps::MapData, u32>::create(M, ebpf::maps::BPF_F_INNER_MAP).unwrap();
+            let mut t = aya::maps::Array::<aya::maps::MapData, u32>::create(M, ebpf::maps::TABLE_FLAGS).unwrap();
             for (slot, id) in self.table.iter().enumerate() {
                 t.set(slot as u32, id, 0).unwrap();
             }

@@ -99,6 +99,16 @@ enum Cmd {
         /// Connect-request-close cycles per round and path
         #[arg(long, default_value_t = 1000)]
         connections: usize,
+        /// Programming: load rounds of 100,000 backends (the nftables
+        /// peer takes about a minute per round)
+        #[arg(long, default_value_t = 5)]
+        program_rounds: usize,
+        /// Programming: single-backend changes timed per side
+        #[arg(long, default_value_t = 200)]
+        changes: usize,
+        /// Programming only (skip the latency and scale runs)
+        #[arg(long)]
+        only_program: bool,
     },
     /// Membership: our gossip agent vs serf agents in a lab of N nodes
     Gossip {
@@ -496,7 +506,10 @@ fn main() -> ExitCode {
         Cmd::Attach { rounds, burst } => net::attach(rounds, burst.max(1)),
         Cmd::Bridge { rounds, secs, requests } => net::bridge(rounds, secs, requests.max(100)),
         Cmd::Dns { rounds, secs, samples } => dns::dns(rounds, secs.max(1), samples.max(100)),
-        Cmd::Lb { rounds, requests, connections } => lb::lb(rounds, requests.max(100), connections.max(10)),
+        Cmd::Lb { rounds, requests, connections, program_rounds, changes, only_program } => {
+            let r = if only_program { Ok(()) } else { lb::lb(rounds, requests.max(100), connections.max(10)) };
+            r.and_then(|()| lb::programming(program_rounds, changes.max(100)))
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
