@@ -148,6 +148,36 @@ static __always_inline void track_reply(const struct lb_backend *be, __be32 clie
 	bpf_map_update_elem(&lb_ct, &k, &rev, BPF_ANY);
 }
 
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+/* After DNAT: when the backend sits on the very bridge the packet came in
+ * on (the client sent it to the gateway's MAC, and the route to the backend
+ * leaves through the device owning that MAC), address it to the backend's
+ * MAC so the bridge delivers it at layer 2, as it does traffic sent
+ * straight to the backend, instead of through the host's IP stack and back
+ * out (the VIP path's whole extra cost in latency). Anything else (no
+ * neighbour entry yet, another device, forwarding off) is routed as
+ * before. Same bridge means same network: no policy is bypassed. */
+static __always_inline void deliver_on_bridge(struct __sk_buff *skb, __be32 saddr, __be32 daddr)
+{
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET;
+	fib.ipv4_src = saddr;
+	fib.ipv4_dst = daddr;
+	fib.ifindex = skb->ingress_ifindex;
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return;
+	__u8 dmac[ETH_ALEN];
+	if (bpf_skb_load_bytes(skb, 0, dmac, ETH_ALEN) < 0)
+		return;
+	for (int i = 0; i < ETH_ALEN; i++)
+		if (dmac[i] != fib.smac[i])
+			return;
+	bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0);
+}
+
 SEC("classifier")
 int lb_from_container(struct __sk_buff *skb)
 {
@@ -272,5 +302,6 @@ int lb_from_container(struct __sk_buff *skb)
 	__be16 to_port = be->port;
 	if (rewrite(skb, IP_DST_OFF, l4 + 2, csum_off, daddr, to_addr, dport, to_port, udp) < 0)
 		return TC_ACT_SHOT;
+	deliver_on_bridge(skb, saddr, to_addr);
 	return TC_ACT_OK;
 }

@@ -2,14 +2,15 @@
 //! `integration::lbtopo`): TCP and UDP clients reach the backends through a
 //! VIP nobody owns, see only the VIP, and are spread by Maglev; established
 //! connections survive a backend being drained (new ones avoid it) and the
-//! controller going away and coming back.
+//! controller going away and coming back; VIP traffic to a backend on the
+//! client's own bridge is delivered at layer 2, not routed by the node.
 
 use std::io::BufReader;
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
 
 use ebpf::datapath::{BackendState, Datapath, Kernel, Proto};
-use integration::lbtopo::{Bpffs, VIP, ask, attach_all, connect, service, topo};
+use integration::lbtopo::{Bpffs, Topo, VIP, ask, attach_all, connect, service, topo};
 use integration::{probe, require_root};
 
 #[test]
@@ -97,4 +98,51 @@ fn established_flows_survive_the_controller_going_and_coming_back() {
     }
     let mut fresh = connect(&t.client, 1090);
     assert!(ask(&mut fresh, "new").is_some(), "new connections work too");
+}
+
+/// `Ip: ForwDatagrams` of the lab node: packets its IP stack routed.
+fn forwarded(t: &Topo) -> u64 {
+    let out = t.lab.node(0).sh("cat /proc/net/snmp");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
+    let at = names.split_whitespace().position(|n| n == "ForwDatagrams").unwrap();
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+}
+
+#[test]
+fn vip_traffic_to_a_backend_on_the_same_bridge_stays_at_layer_2() {
+    if !require_root("vip_traffic_to_a_backend_on_the_same_bridge_stays_at_layer_2") {
+        return;
+    }
+    let t = topo();
+    let mut dp = Kernel::load(1021).expect("the datapath loads");
+    dp.upsert_service(&service(1090, Proto::Tcp, BackendState::Active)).unwrap();
+    let _dp = attach_all(&t, dp);
+    let mut c = connect(&t.client, 1090);
+    // The first packets may be routed while the node resolves the
+    // backend's address (no neighbour entry yet).
+    assert!(ask(&mut c, "warm").is_some());
+    let mut trips = |what: &str| -> u64 {
+        let before = forwarded(&t);
+        for i in 0..50 {
+            assert!(ask(&mut c, &format!("{what}{i}")).is_some(), "request {what}{i} through the VIP");
+        }
+        forwarded(&t) - before
+    };
+    // Control: with forwarding off on the client's port the datapath's
+    // route lookup fails, so it leaves delivery to the node's IP stack
+    // (routed from the bridge, where forwarding is on): the counter sees
+    // every request.
+    let sysctl =
+        |v: u8| assert!(t.lab.node(0).sh(&format!("sysctl -qw net.ipv4.conf.vc.forwarding={v}")).status.success());
+    sysctl(0);
+    let routed = trips("routed");
+    sysctl(1);
+    assert!(routed >= 50, "the control was not routed ({routed} datagrams)");
+    let bridged = trips("bridged");
+    assert!(
+        bridged < 5,
+        "50 round trips through the VIP were routed by the node ({bridged} datagrams) instead of bridged"
+    );
 }

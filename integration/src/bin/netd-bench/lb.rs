@@ -109,6 +109,16 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
     if rounds < 5 {
         bail!("at least 5 rounds are needed for a median");
     }
+    // One CPU for the client and the servers (threads inherit it): a round
+    // trip whose two ends sat on different CPUs took 60 µs (wake-up of an
+    // idle CPU), on the same CPU 16 µs, and runs flipped between the two
+    // at random (per-round ratios 0.27..3.86). Pinned, every round
+    // measures the same thing: the path.
+    let machine = machine()?;
+    let cpus = std::thread::available_parallelism()?.get();
+    let mut one = nix::sched::CpuSet::new();
+    one.set(0)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one)?;
     let t = topo();
     let mut dp = Kernel::load(ebpf::maglev::DEFAULT_SIZE)?;
     dp.upsert_service(&service(1090, Proto::Tcp, BackendState::Active))?;
@@ -140,9 +150,9 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
     let (r50, r99, rc) = (ratio(&p50), ratio(&p99), ratio(&cps));
     println!("### lb: the eBPF service datapath (VIP) vs direct to the backend\n");
     println!(
-        "Command: `cargo xtask bench lb` ({rounds} rounds A/B interleaved; {requests} request/response round trips over one TCP connection, {connections} connect-request-close cycles per round and path; client, backends and datapath in one lab node)  "
+        "Command: `cargo xtask bench lb` ({rounds} rounds A/B interleaved; {requests} request/response round trips over one TCP connection, {connections} connect-request-close cycles per round and path; client, backends and datapath in one lab node; client and server threads pinned to CPU 0)  "
     );
-    println!("{}\n", machine()?);
+    println!("{machine}\n");
     println!("| path | rr p50 µs | rr p99 µs | conn/s |");
     println!("|---|---|---|---|");
     println!(
@@ -224,6 +234,12 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
         "- **kept at 10,000 services (latency 10/10,000; rate 10,000/10): p50 {a:.2}** ({alo:.2}..{ahi:.2}), **p99 {b:.2}** ({blo:.2}..{bhi:.2}), **conn/s {c:.2}** ({clo:.2}..{chi:.2}); goal >= 0.95: {}",
         if a >= 0.95 && b >= 0.95 && c >= 0.95 { "met" } else { "NOT met" }
     );
+    // Every CPU again for what follows (programming, nft).
+    let mut all = nix::sched::CpuSet::new();
+    for cpu in 0..cpus {
+        all.set(cpu)?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &all)?;
     Ok(())
 }
 

@@ -109,6 +109,9 @@ enum Cmd {
         /// Programming only (skip the latency and scale runs)
         #[arg(long)]
         only_program: bool,
+        /// Latency and scale only (skip programming)
+        #[arg(long, conflicts_with = "only_program")]
+        skip_program: bool,
     },
     /// Membership: our gossip agent vs serf agents in a lab of N nodes
     Gossip {
@@ -506,9 +509,9 @@ fn main() -> ExitCode {
         Cmd::Attach { rounds, burst } => net::attach(rounds, burst.max(1)),
         Cmd::Bridge { rounds, secs, requests } => net::bridge(rounds, secs, requests.max(100)),
         Cmd::Dns { rounds, secs, samples } => dns::dns(rounds, secs.max(1), samples.max(100)),
-        Cmd::Lb { rounds, requests, connections, program_rounds, changes, only_program } => {
+        Cmd::Lb { rounds, requests, connections, program_rounds, changes, only_program, skip_program } => {
             let r = if only_program { Ok(()) } else { lb::lb(rounds, requests.max(100), connections.max(10)) };
-            r.and_then(|()| lb::programming(program_rounds, changes.max(100)))
+            if skip_program { r } else { r.and_then(|()| lb::programming(program_rounds, changes.max(100))) }
         }
     };
     match r {
