@@ -638,32 +638,44 @@ impl Kernel {
                 return Err(e);
             }
         };
-        // Each backend once (services share them), in one batched update.
+        // Each backend once (services share them), in batched updates: the
+        // active ones first, the leaving ones last (as in `apply`).
         let backends: BTreeMap<u32, Backend> = plans.iter().flat_map(|p| p.backends.iter().copied()).collect();
-        let (ids, values): (Vec<u32>, Vec<Backend>) = backends.into_iter().unzip();
+        let (active, leaving): (Vec<_>, Vec<_>) =
+            backends.into_iter().partition(|(_, be)| be.state == maps::BACKEND_ACTIVE);
+        let (ids, values): (Vec<u32>, Vec<Backend>) = active.into_iter().unzip();
         update_batch(self.fd("lb_backends")?, &ids, &values)
             .map_err(|e| DatapathError::Map { map: "lb_backends", why: format!("batched update: {e}") })?;
+        // Known services (e.g. all of them again after a restart) get their
+        // tables rewritten in place; new ones get new tables, put in the
+        // map of maps with one update (one RCU grace period, not one each).
         let mut tables = Vec::new();
         let (mut ids, mut fds) = (Vec::new(), Vec::new());
-        for p in &plans {
-            if let Some((_, v)) = &p.service
-                && !p.table.is_empty()
-            {
-                let t = new_table(&p.table)?;
-                ids.push(v.id);
-                fds.push(t.fd().as_fd().as_raw_fd() as u32);
-                tables.push(t);
-            }
+        for p in plans.iter().filter(|p| !p.in_place && !p.table.is_empty()) {
+            let Some((_, v)) = &p.service else { continue };
+            let t = new_table(&p.table)?;
+            ids.push(v.id);
+            fds.push(t.fd().as_fd().as_raw_fd() as u32);
+            tables.push(t);
         }
         update_batch(self.fd("lb_maglev")?, &ids, &fds)
             .map_err(|e| DatapathError::Map { map: "lb_maglev", why: format!("batched update: {e}") })?;
         drop(tables);
+        // After the new tables: a service listed twice finds its table.
+        for p in plans.iter().filter(|p| p.in_place) {
+            let Some((_, v)) = &p.service else { continue };
+            let t: aya::maps::MapData = self.tables()?.get(&v.id, 0).map_err(map_err("lb_maglev"))?;
+            write_table(t.fd().as_fd(), &p.table)?;
+        }
         let (keys, values): (Vec<SvcKey>, Vec<Svc>) = plans.iter().filter_map(|p| p.service).unzip();
         update_batch(self.fd("lb_services")?, &keys, &values)
             .map_err(|e| DatapathError::Map { map: "lb_services", why: format!("batched update: {e}") })?;
         for (_, v) in plans.iter().filter(|p| p.table.is_empty()).filter_map(|p| p.service.as_ref()) {
             let _ = self.tables()?.remove(&v.id);
         }
+        let (ids, values): (Vec<u32>, Vec<Backend>) = leaving.into_iter().unzip();
+        update_batch(self.fd("lb_backends")?, &ids, &values)
+            .map_err(|e| DatapathError::Map { map: "lb_backends", why: format!("batched update: {e}") })?;
         Ok(())
     }
 }

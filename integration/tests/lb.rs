@@ -26,7 +26,8 @@ fn clients_reach_backends_through_a_vip_and_survive_a_drain() {
 
     let mut dp = Kernel::load(1021).expect("the datapath loads");
     // All at once (the batched path), as netd loads services at start.
-    let all: Vec<_> = [(80, Proto::Tcp), (80, Proto::Udp), (1090, Proto::Tcp)]
+    // (One listed twice: the second finds the table the first created.)
+    let all: Vec<_> = [(80, Proto::Tcp), (80, Proto::Udp), (1090, Proto::Tcp), (80, Proto::Tcp)]
         .iter()
         .map(|&(p, pr)| service(p, pr, BackendState::Active))
         .collect();
@@ -90,7 +91,10 @@ fn established_flows_survive_the_controller_going_and_coming_back() {
     let mut dp = Kernel::load_pinned(&root, 1021).expect("re-adopts");
     assert_eq!(dp.services(), 1, "the service is known again");
     assert!(dp.flows().unwrap().len() >= 8, "the tracked flows are still there");
-    dp.upsert_service(&service(1090, Proto::Tcp, BackendState::Active)).unwrap();
+    // As netd does at start: every service again, at once (tables of known
+    // services rewritten in place; one listed twice, as a caller may).
+    let again = service(1090, Proto::Tcp, BackendState::Active);
+    dp.upsert_services(&[again.clone(), service(80, Proto::Tcp, BackendState::Active), again]).unwrap();
     let _dp = attach_all(&t, dp);
     for round in 0..3 {
         let now: Vec<Option<String>> = conns.iter_mut().map(|c| ask(c, &format!("back{round}"))).collect();
