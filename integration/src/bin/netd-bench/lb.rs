@@ -234,6 +234,7 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
         "- **kept at 10,000 services (latency 10/10,000; rate 10,000/10): p50 {a:.2}** ({alo:.2}..{ahi:.2}), **p99 {b:.2}** ({blo:.2}..{bhi:.2}), **conn/s {c:.2}** ({clo:.2}..{chi:.2}); goal >= 0.95: {}",
         if a >= 0.95 && b >= 0.95 && c >= 0.95 { "met" } else { "NOT met" }
     );
+    peer(&t, rounds, requests, connections)?;
     // Every CPU again for what follows (programming, nft).
     let mut all = nix::sched::CpuSet::new();
     for cpu in 0..cpus {
@@ -275,17 +276,24 @@ fn nft_service_rule(i: usize, svc: &ServiceSpec) -> String {
 /// The peer: the same services as a DNAT load balancer built the way
 /// kube-proxy's nftables mode builds it (a verdict map from address,
 /// protocol and port to a chain per service, a chain per endpoint).
-fn nft_ruleset(svcs: &[ServiceSpec]) -> String {
+/// Table `name`; its prerouting chain dispatches to services when
+/// `hooked`. DNATed traffic is masqueraded (kube-proxy's masquerade-all:
+/// in the bench's topology the backends would otherwise answer the client
+/// at layer 2, around the conntrack entry that must undo the DNAT).
+fn nft_ruleset(name: &str, svcs: &[ServiceSpec], hooked: bool) -> String {
     use std::fmt::Write as _;
-    let mut s = String::from(
-        "table ip netd-kp {\n map service-ips {\n  type ipv4_addr . inet_proto . inet_service : verdict;\n  elements = {\n",
+    let mut s = format!(
+        "table ip {name} {{\n map service-ips {{\n  type ipv4_addr . inet_proto . inet_service : verdict;\n  elements = {{\n"
     );
     let elems: Vec<String> =
         svcs.iter().enumerate().map(|(i, v)| format!("   {} . tcp . {} : goto svc-{i}", v.addr, v.port)).collect();
     s += &elems.join(",\n");
     s += "\n  }\n }\n chain services { ip daddr . meta l4proto . th dport vmap @service-ips; }\n";
-    s += " chain prerouting { type nat hook prerouting priority dstnat; policy accept; jump services; }\n";
+    let jump = if hooked { " jump services;" } else { "" };
+    s += &format!(" chain prerouting {{ type nat hook prerouting priority dstnat; policy accept;{jump} }}\n");
     s += " chain output { type nat hook output priority -100; policy accept; jump services; }\n";
+    s +=
+        " chain postrouting { type nat hook postrouting priority srcnat; policy accept; ct status dnat masquerade; }\n";
     for (i, v) in svcs.iter().enumerate() {
         let _ = writeln!(s, " chain svc-{i} {{ {}; }}", nft_service_rule(i, v));
         for (j, b) in v.backends.iter().enumerate() {
@@ -322,7 +330,7 @@ pub fn programming(rounds: usize, changes: usize) -> Result<()> {
         bail!("at least 5 rounds are needed for a median");
     }
     let svcs = many(10_000, 10);
-    let rules = nft_ruleset(&svcs);
+    let rules = nft_ruleset("netd-kp", &svcs, true);
     let (mut ours, mut peer) = (vec![], vec![]);
     let mut kept = None;
     for r in 0..rounds {
@@ -413,6 +421,103 @@ pub fn programming(rounds: usize, changes: usize) -> Result<()> {
     println!(
         "- **one backend change with 10,000 services loaded: p99 {p99:.3} ms** (worst of both table sizes; goal < 1 ms: {})",
         if p99 < 1.0 { "met" } else { "NOT met" }
+    );
+    Ok(())
+}
+
+/// The peer's datapath: the same service through a kube-proxy-style
+/// nftables DNAT load balancer in the lab node (our datapath detached),
+/// loaded with 10 and with 10,000 services, vs direct to the backend;
+/// A/B/C rotated every round.
+fn peer(t: &Topo, rounds: usize, requests: usize, connections: usize) -> Result<()> {
+    let ns = t.lab.node(0).netns.name.clone();
+    let real = ServiceSpec {
+        addr: VIP,
+        port: 1090,
+        proto: Proto::Tcp,
+        backends: [B1, integration::lbtopo::B2]
+            .map(|addr| BackendSpec { addr, port: 9090, weight: 1, state: BackendState::Active })
+            .to_vec(),
+    };
+    let (mut small, mut big) = (vec![real.clone()], vec![real]);
+    small.extend(many(9, 10));
+    big.extend(many(9_999, 10));
+    let load = Instant::now();
+    nft(&ns, &nft_ruleset("netd-kp-small", &small, false))?;
+    nft(&ns, &nft_ruleset("netd-kp-big", &big, false))?;
+    let load = load.elapsed();
+    let hook = |on: &str, off: &str| {
+        nft(
+            &ns,
+            &format!(
+                "flush chain ip {off} prerouting\nflush chain ip {on} prerouting\nadd rule ip {on} prerouting jump services\n"
+            ),
+        )
+    };
+    let (vip, direct) = ((VIP, 1090), (B1, 9090));
+    hook("netd-kp-small", "netd-kp-big")?;
+    rr(&t.client, vip, 200)?; // warm up (and check the peer works at all)
+    let (mut p50, mut p99, mut cps) = ([vec![], vec![], vec![]], [vec![], vec![], vec![]], [vec![], vec![], vec![]]);
+    for r in 0..rounds {
+        for i in (r..r + 3).map(|k| k % 3) {
+            match i {
+                1 => hook("netd-kp-small", "netd-kp-big")?,
+                2 => hook("netd-kp-big", "netd-kp-small")?,
+                _ => Duration::ZERO,
+            };
+            let to = if i == 0 { direct } else { vip };
+            let lat = rr(&t.client, to, requests)?;
+            p50[i].push(pct(&lat, 0.5));
+            p99[i].push(pct(&lat, 0.99));
+            cps[i].push(conns(&t.client, to, connections)?);
+        }
+        eprintln!(
+            "peer round {}: direct p50 {:.1} µs, nftables 10 svc p50 {:.1} µs, 10,000 svc p50 {:.1} µs",
+            r + 1,
+            p50[0][r],
+            p50[1][r],
+            p50[2][r]
+        );
+    }
+    nft(&ns, "delete table ip netd-kp-small\ndelete table ip netd-kp-big\n")?;
+    let div = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x / y).collect() };
+    println!();
+    println!(
+        "#### peer: the same service through a kube-proxy-style nftables DNAT (masquerade-all; 10 vs 10,000 services loaded, {:.0} s to load both), vs direct\n",
+        load.as_secs_f64()
+    );
+    println!("| path | rr p50 µs | rr p99 µs | conn/s |");
+    println!("|---|---|---|---|");
+    for (i, what) in [(0, "direct to the backend"), (1, "nftables, 10 services"), (2, "nftables, 10,000 services")] {
+        println!(
+            "| {what} | {:.1} | {:.1} | {:.0} |",
+            median(p50[i].clone()),
+            median(p99[i].clone()),
+            median(cps[i].clone())
+        );
+    }
+    println!();
+    let (a, b, c) = (div(&p50[1], &p50[0]), div(&p99[1], &p99[0]), div(&cps[1], &cps[0]));
+    println!(
+        "- nftables VIP/direct: latency p50 {:.2} ({:.2}..{:.2}), p99 {:.2}, conn/s {:.2} ({:.2}..{:.2})",
+        median(a.clone()),
+        spread(&a).0,
+        spread(&a).1,
+        median(b),
+        median(c.clone()),
+        spread(&c).0,
+        spread(&c).1
+    );
+    let (a, b, c) = (div(&p50[1], &p50[2]), div(&p99[1], &p99[2]), div(&cps[2], &cps[1]));
+    println!(
+        "- nftables kept at 10,000 services (latency 10/10,000; rate 10,000/10): p50 {:.2} ({:.2}..{:.2}), p99 {:.2}, conn/s {:.2} ({:.2}..{:.2})",
+        median(a.clone()),
+        spread(&a).0,
+        spread(&a).1,
+        median(b),
+        median(c.clone()),
+        spread(&c).0,
+        spread(&c).1
     );
     Ok(())
 }
