@@ -64,6 +64,18 @@ fn conns(client: &Path, to: (Ipv4Addr, u16), n: usize) -> Result<f64> {
     })?
 }
 
+/// One round of one path: p50 and p99 of `requests` round trips, and the
+/// rate of `connections` connect-request-close cycles.
+fn measure(client: &Path, to: (Ipv4Addr, u16), requests: usize, connections: usize) -> Result<[f64; 3]> {
+    let lat = rr(client, to, requests)?;
+    Ok([pct(&lat, 0.5), pct(&lat, 0.99), conns(client, to, connections)?])
+}
+
+/// A Markdown table row of a path's medians.
+fn row(what: &str, p50: &[f64], p99: &[f64], cps: &[f64]) {
+    println!("| {what} | {:.1} | {:.1} | {:.0} |", median(p50.to_vec()), median(p99.to_vec()), median(cps.to_vec()));
+}
+
 /// A datapath with the real service plus `extra` services of 10 backends
 /// each (addresses nobody uses; the backends are shared).
 fn loaded(extra: u32, table: u32) -> Result<Kernel> {
@@ -132,10 +144,10 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
         let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
             let to = if i == 0 { vip } else { direct };
-            let lat = rr(&t.client, to, requests)?;
-            p50[i].push(pct(&lat, 0.5));
-            p99[i].push(pct(&lat, 0.99));
-            cps[i].push(conns(&t.client, to, connections)?);
+            let [a, b, c] = measure(&t.client, to, requests, connections)?;
+            p50[i].push(a);
+            p99[i].push(b);
+            cps[i].push(c);
         }
         eprintln!(
             "round {}: VIP p50 {:.1} µs {:.0} conn/s, direct p50 {:.1} µs {:.0} conn/s",
@@ -155,18 +167,8 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
     println!("{machine}\n");
     println!("| path | rr p50 µs | rr p99 µs | conn/s |");
     println!("|---|---|---|---|");
-    println!(
-        "| VIP through the eBPF datapath (DNAT, conntrack, reverse NAT) | {:.1} | {:.1} | {:.0} |",
-        median(p50[0].clone()),
-        median(p99[0].clone()),
-        median(cps[0].clone())
-    );
-    println!(
-        "| direct to the backend | {:.1} | {:.1} | {:.0} |",
-        median(p50[1].clone()),
-        median(p99[1].clone()),
-        median(cps[1].clone())
-    );
+    row("VIP through the eBPF datapath (DNAT, conntrack, reverse NAT)", &p50[0], &p99[0], &cps[0]);
+    row("direct to the backend", &p50[1], &p99[1], &cps[1]);
     println!();
     let (a, b, c) = (median(r50.clone()), median(r99.clone()), median(rc.clone()));
     let ((alo, ahi), (blo, bhi), (clo, chi)) = (spread(&r50), spread(&r99), spread(&rc));
@@ -192,10 +194,10 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
         for i in order {
             let slot = if i == 0 { &mut small } else { &mut big };
             let dp = attach_all(&t, slot.take().expect("a datapath"));
-            let lat = rr(&t.client, vip, requests)?;
-            sp50[i].push(pct(&lat, 0.5));
-            sp99[i].push(pct(&lat, 0.99));
-            scps[i].push(conns(&t.client, vip, connections)?);
+            let [a, b, c] = measure(&t.client, vip, requests, connections)?;
+            sp50[i].push(a);
+            sp99[i].push(b);
+            scps[i].push(c);
             *slot = Some(detach(&t, dp)?);
         }
         eprintln!(
@@ -219,12 +221,7 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
     println!("| datapath holds | rr p50 µs | rr p99 µs | conn/s |");
     println!("|---|---|---|---|");
     for (i, what) in [(0, "10 services"), (1, "10,000 services")] {
-        println!(
-            "| {what} | {:.1} | {:.1} | {:.0} |",
-            median(sp50[i].clone()),
-            median(sp99[i].clone()),
-            median(scps[i].clone())
-        );
+        row(what, &sp50[i], &sp99[i], &scps[i]);
     }
     println!();
     // Performance kept at 10,000 services: small/big for latency, big/small for rate.
@@ -466,10 +463,10 @@ fn peer(t: &Topo, rounds: usize, requests: usize, connections: usize) -> Result<
                 _ => Duration::ZERO,
             };
             let to = if i == 0 { direct } else { vip };
-            let lat = rr(&t.client, to, requests)?;
-            p50[i].push(pct(&lat, 0.5));
-            p99[i].push(pct(&lat, 0.99));
-            cps[i].push(conns(&t.client, to, connections)?);
+            let [a, b, c] = measure(&t.client, to, requests, connections)?;
+            p50[i].push(a);
+            p99[i].push(b);
+            cps[i].push(c);
         }
         eprintln!(
             "peer round {}: direct p50 {:.1} µs, nftables 10 svc p50 {:.1} µs, 10,000 svc p50 {:.1} µs",
@@ -489,12 +486,7 @@ fn peer(t: &Topo, rounds: usize, requests: usize, connections: usize) -> Result<
     println!("| path | rr p50 µs | rr p99 µs | conn/s |");
     println!("|---|---|---|---|");
     for (i, what) in [(0, "direct to the backend"), (1, "nftables, 10 services"), (2, "nftables, 10,000 services")] {
-        println!(
-            "| {what} | {:.1} | {:.1} | {:.0} |",
-            median(p50[i].clone()),
-            median(p99[i].clone()),
-            median(cps[i].clone())
-        );
+        row(what, &p50[i], &p99[i], &cps[i]);
     }
     println!();
     let (a, b, c) = (div(&p50[1], &p50[0]), div(&p99[1], &p99[0]), div(&cps[1], &cps[0]));
