@@ -347,9 +347,18 @@ enum Mode {
 }
 
 async fn upstream(mode: Mode, addr: Ipv4Addr) -> SocketAddr {
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let at = udp.local_addr().unwrap();
-    let tcp = tokio::net::TcpListener::bind(at).await.unwrap();
+    // UDP and TCP on one port: the UDP socket's ephemeral port, another if
+    // a TCP socket of a test running beside holds that number.
+    let mut tries = 0;
+    let (udp, at, tcp) = loop {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let at = udp.local_addr().unwrap();
+        match tokio::net::TcpListener::bind(at).await {
+            Ok(tcp) => break (udp, at, tcp),
+            Err(_) if tries < 100 => tries += 1,
+            Err(e) => panic!("no loopback port free for both UDP and TCP: {e}"),
+        }
+    };
     let answer = move |q: &[u8], trunc: bool| -> Vec<u8> {
         let q = Message::from_vec(q).unwrap();
         let mut r = Message::response(q.metadata.id, q.metadata.op_code);

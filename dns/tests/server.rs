@@ -37,6 +37,21 @@ fn db_up(upstreams: Vec<std::net::SocketAddr>) -> Db {
     db
 }
 
+/// A UDP socket and a TCP listener on the same loopback port, non-blocking
+/// (as the server gets them). The port is the UDP socket's ephemeral one;
+/// if some TCP socket of a test running beside holds that number, another.
+fn loopback_pair() -> (UdpSocket, std::net::TcpListener, std::net::SocketAddr) {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = udp.local_addr().unwrap();
+        let Ok(tcp) = std::net::TcpListener::bind(addr) else { continue };
+        udp.set_nonblocking(true).unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        return (udp, tcp, addr);
+    }
+    panic!("no loopback port free for both UDP and TCP in 100 tries");
+}
+
 fn q(name: &str, id: u16) -> Vec<u8> {
     let mut m = Message::query();
     m.metadata.id = id;
@@ -46,11 +61,7 @@ fn q(name: &str, id: u16) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_and_tcp_answer_and_bad_packets_are_handled() {
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = std::net::TcpListener::bind(addr).unwrap();
-    udp.set_nonblocking(true).unwrap();
-    tcp.set_nonblocking(true).unwrap();
+    let (udp, tcp, addr) = loopback_pair();
     let shared = Shared::new(db(), Forwarder::new(8, Duration::from_millis(200)));
     let served = dns::serve(Resolver { view: ViewId("c1".into()), shared }, udp, tcp).unwrap();
 
@@ -117,11 +128,7 @@ async fn udp_and_tcp_answer_and_bad_packets_are_handled() {
 }
 
 fn serve_on_loopback(upstreams: Vec<std::net::SocketAddr>) -> (dns::Served, std::net::SocketAddr) {
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = std::net::TcpListener::bind(addr).unwrap();
-    udp.set_nonblocking(true).unwrap();
-    tcp.set_nonblocking(true).unwrap();
+    let (udp, tcp, addr) = loopback_pair();
     let shared = Shared::new(db_up(upstreams), Forwarder::new(8, Duration::from_millis(300)));
     (dns::serve(Resolver { view: ViewId("c1".into()), shared }, udp, tcp).unwrap(), addr)
 }

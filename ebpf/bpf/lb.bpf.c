@@ -26,10 +26,11 @@ struct {
 	__type(value, struct lb_svc);
 } lb_services SEC(".maps");
 
-/* Per service (by id): its Maglev table, an array of backend ids, replaced
- * whole (atomically) when the backend set changes. Tables of any size
- * (BPF_F_INNER_MAP), so 10,000 services need 10,000 x size x 8 bytes, not
- * a hash entry per slot. */
+/* Per service (by id): its Maglev table, an array of backend ids. Tables of
+ * any size (BPF_F_INNER_MAP), so 10,000 services need 10,000 x size x 8
+ * bytes, not a hash entry per slot; mmapable, so the control side writes
+ * slots through memory, in place when the backend set changes (each slot
+ * names a live backend at every moment). */
 struct maglev_table {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_INNER_MAP | BPF_F_MMAPABLE);
@@ -157,7 +158,7 @@ static __always_inline void track_reply(const struct lb_backend *be, __be32 clie
  * leaves through the device owning that MAC), address it to the backend's
  * MAC so the bridge delivers it at layer 2, as it does traffic sent
  * straight to the backend, instead of through the host's IP stack and back
- * out (the VIP path's whole extra cost in latency). Anything else (no
+ * out (most of what the VIP path cost over direct). Anything else (no
  * neighbour entry yet, another device, forwarding off) is routed as
  * before. Same bridge means same network: no policy is bypassed. */
 static __always_inline void deliver_on_bridge(struct __sk_buff *skb, __be32 saddr, __be32 daddr)

@@ -10,11 +10,11 @@
 #define LB_FAMILY_V4 4
 #define LB_FAMILY_V6 6
 
-/* Backend states. */
 /* Capacities (mirrored in maps.rs; the control side refuses more). */
 #define LB_MAX_SERVICES 65536
 #define LB_MAX_BACKENDS 262144
 
+/* Backend states. */
 #define LB_BACKEND_ACTIVE 0
 #define LB_BACKEND_DRAINING 1 /* no new flows; established ones continue */
 #define LB_BACKEND_GONE 2     /* flows move to a live backend at once */
