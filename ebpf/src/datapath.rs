@@ -447,6 +447,74 @@ fn program(bpf: &mut aya::Ebpf) -> Result<&mut aya::programs::SchedClassifier, D
         .map_err(|e: aya::programs::ProgramError| DatapathError::Load(e.to_string()))
 }
 
+/// Makes the link pinned at `pin` run `prog` (`BPF_LINK_UPDATE`): one
+/// atomic switch, no moment without a program on the interface.
+fn replace_program(pin: &std::path::Path, prog: &aya::programs::SchedClassifier) -> std::io::Result<()> {
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_UPDATE: libc::c_long = 29;
+    #[repr(C)]
+    struct ObjAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+    }
+    #[repr(C)]
+    struct UpdateAttr {
+        link_fd: u32,
+        new_prog_fd: u32,
+        flags: u32,
+        old_prog_fd: u32,
+    }
+    let path = std::ffi::CString::new(pin.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mut obj = ObjAttr { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0, path_fd: 0 };
+    // SAFETY: BPF_OBJ_GET reads a NUL-terminated path the attr points at.
+    let fd =
+        unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &mut obj as *mut ObjAttr, std::mem::size_of::<ObjAttr>()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; we own it.
+    let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let pfd = prog.fd().map_err(std::io::Error::other)?;
+    let mut up = UpdateAttr {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: pfd.as_fd().as_raw_fd() as u32,
+        flags: 0,
+        old_prog_fd: 0,
+    };
+    // SAFETY: BPF_LINK_UPDATE reads two descriptors that stay open here.
+    let r = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_LINK_UPDATE, &mut up as *mut UpdateAttr, std::mem::size_of::<UpdateAttr>())
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The index of interface `ifname` in the calling thread's namespace.
+fn ifindex(ifname: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(ifname).ok()?;
+    // SAFETY: if_nametoindex reads a NUL-terminated name.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+/// Link pins under `root/links`: (path, interface name, interface index).
+fn pinned_links(root: &std::path::Path) -> Vec<(std::path::PathBuf, String, u32)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root.join("links")).into_iter().flatten().flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        if let Some((name, index)) = file.rsplit_once('@').and_then(|(n, i)| Some((n.to_owned(), i.parse().ok()?))) {
+            out.push((e.path(), name, index));
+        }
+    }
+    out
+}
+
 /// bpffs's magic number (statfs f_type).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -538,6 +606,31 @@ impl Kernel {
             self.ids.services.insert(k, v);
         }
         Ok(())
+    }
+
+    /// Removes the pins of links whose interface is gone (deleted with its
+    /// container, or replaced by another of the same name), in the calling
+    /// thread's namespace; returns how many went.
+    pub fn prune_links(&mut self) -> usize {
+        let Some(root) = &self.root else { return 0 };
+        let mut gone = 0;
+        for (path, name, index) in pinned_links(root) {
+            if ifindex(&name) != Some(index) && std::fs::remove_file(path).is_ok() {
+                gone += 1;
+            }
+        }
+        gone
+    }
+
+    /// The interfaces the datapath runs on (pinned links, or this
+    /// instance's links when unpinned), sorted.
+    pub fn attached(&self) -> Vec<String> {
+        let mut out: Vec<String> = match &self.root {
+            Some(root) => pinned_links(root).into_iter().map(|(_, name, _)| name).collect(),
+            None => self.links.iter().map(|(n, _)| n.clone()).collect(),
+        };
+        out.sort();
+        out
     }
 
     /// Services known (for inspection and tests).
@@ -696,22 +789,32 @@ impl Datapath for Kernel {
 
     /// Attaches in the calling thread's network namespace (TCX on kernels
     /// from 6.6, no qdisc needed). When pinned, the link is pinned too
-    /// (`links/<ifname>`): it outlives this process, and an interface whose
-    /// link is pinned already is left as it is (re-adopted).
+    /// (`links/<ifname>@<ifindex>`): it outlives this process, and an
+    /// interface whose link is pinned already keeps it, switched to this
+    /// instance's program (re-adopted, or upgraded). A pin left by an earlier interface of the same name goes.
     fn attach(&mut self, ifname: &str) -> Result<(), DatapathError> {
-        let pin = self.root.as_ref().map(|r| r.join("links").join(ifname));
-        if pin.as_ref().is_some_and(|p| p.exists()) {
-            return Ok(());
+        let attach_err = |why: String| DatapathError::Attach { ifname: ifname.to_owned(), why };
+        let index = ifindex(ifname).ok_or_else(|| attach_err("no such interface".into()))?;
+        let pin = self.root.as_ref().map(|r| r.join("links").join(format!("{ifname}@{index}")));
+        if let Some(pin) = pin.as_ref().filter(|p| p.exists()) {
+            // Re-adopted: the link now runs this instance's program (an
+            // upgraded netd's), swapped atomically under live traffic.
+            let prog = program(&mut self.bpf)?;
+            return replace_program(pin, prog).map_err(|e| attach_err(format!("update {}: {e}", pin.display())));
+        }
+        if let Some(root) = &self.root {
+            for (path, name, _) in pinned_links(root) {
+                if name == ifname {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
         }
         let prog = program(&mut self.bpf)?;
-        let id = prog
-            .attach(ifname, aya::programs::TcAttachType::Ingress)
-            .map_err(|e| DatapathError::Attach { ifname: ifname.to_owned(), why: e.to_string() })?;
+        let id = prog.attach(ifname, aya::programs::TcAttachType::Ingress).map_err(|e| attach_err(e.to_string()))?;
         let Some(pin) = pin else {
             self.links.push((ifname.to_owned(), id));
             return Ok(());
         };
-        let attach_err = |why: String| DatapathError::Attach { ifname: ifname.to_owned(), why };
         let link = prog.take_link(id).map_err(|e| attach_err(e.to_string()))?;
         let fd: aya::programs::links::FdLink =
             link.try_into().map_err(|e: aya::programs::links::LinkError| attach_err(e.to_string()))?;

@@ -79,7 +79,8 @@ fn established_flows_survive_the_controller_going_and_coming_back() {
     let mut dp = Kernel::load_pinned(&root, 1021).expect("the datapath loads pinned");
     dp.upsert_service(&service(1090, Proto::Tcp, BackendState::Active)).unwrap();
     let dp = attach_all(&t, dp);
-    assert!(root.join("links/vc").exists() && root.join("lb_ct").exists(), "links and maps pinned");
+    assert!(dp.attached().contains(&"vc".to_owned()) && root.join("lb_ct").exists(), "links and maps pinned");
+    let program_before = link_program(&root, "vc");
     let mut conns: Vec<_> = (0..8).map(|_| connect(&t.client, 1090)).collect();
     let before: Vec<Option<String>> = conns.iter_mut().map(|c| ask(c, "hello")).collect();
     assert!(before.iter().all(Option::is_some), "{before:?}");
@@ -96,12 +97,27 @@ fn established_flows_survive_the_controller_going_and_coming_back() {
     let again = service(1090, Proto::Tcp, BackendState::Active);
     dp.upsert_services(&[again.clone(), service(80, Proto::Tcp, BackendState::Active), again]).unwrap();
     let _dp = attach_all(&t, dp);
+    let program_after = link_program(&root, "vc");
+    assert_ne!(program_after, program_before, "the pinned link now runs the new instance's program (upgrade path)");
     for round in 0..3 {
         let now: Vec<Option<String>> = conns.iter_mut().map(|c| ask(c, &format!("back{round}"))).collect();
         assert_eq!(now, before, "same backends after the restart");
     }
     let mut fresh = connect(&t.client, 1090);
     assert!(ask(&mut fresh, "new").is_some(), "new connections work too");
+}
+
+/// The id of the program the link pinned for `ifname` runs (bpftool).
+fn link_program(root: &std::path::Path, ifname: &str) -> u64 {
+    let pin = std::fs::read_dir(root.join("links"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&format!("{ifname}@")))
+        .expect("a pinned link")
+        .path();
+    let out = std::process::Command::new("bpftool").args(["-j", "link", "show", "pinned"]).arg(&pin).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    v["prog_id"].as_u64().expect("prog_id")
 }
 
 /// `Ip: ForwDatagrams` of the lab node: packets its IP stack routed.
