@@ -99,6 +99,18 @@ pub trait Datapath {
     fn counters(&self) -> Result<Vec<Counters>, DatapathError>;
     /// Drops tracked flows idle beyond `t`; returns how many.
     fn sweep(&mut self, t: &Timeouts) -> Result<usize, DatapathError>;
+    /// Adds or replaces many services at once (as at start).
+    fn upsert_services(&mut self, svcs: &[ServiceSpec]) -> Result<(), DatapathError> {
+        svcs.iter().try_for_each(|s| self.upsert_service(s))
+    }
+    /// Forgets attachments to interfaces that are gone; returns how many.
+    fn prune_links(&mut self) -> usize {
+        0
+    }
+    /// The interfaces it runs on.
+    fn attached(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What the datapath sent one backend.
@@ -285,6 +297,9 @@ pub struct Recording {
     pub ids: Ids,
     pub calls: Vec<String>,
     pub plans: Vec<Plan>,
+    /// Set: upserts fail (as a kernel refusal would), changing nothing.
+    pub refuse: bool,
+    pub links: Vec<String>,
 }
 
 impl Recording {
@@ -293,6 +308,8 @@ impl Recording {
             ids: Ids::new(maglev::DEFAULT_SIZE).unwrap_or_else(|_| unreachable!("16381 is prime")),
             calls: Vec::new(),
             plans: Vec::new(),
+            refuse: false,
+            links: Vec::new(),
         }
     }
 }
@@ -305,6 +322,9 @@ impl Default for Recording {
 
 impl Datapath for Recording {
     fn upsert_service(&mut self, svc: &ServiceSpec) -> Result<(), DatapathError> {
+        if self.refuse {
+            return Err(DatapathError::Map { map: "lb_services", why: "refused (test)".into() });
+        }
         self.calls.push(format!("upsert {}:{}/{:?} x{}", svc.addr, svc.port, svc.proto, svc.backends.len()));
         let p = self.ids.plan(svc)?;
         self.plans.push(p);
@@ -316,7 +336,13 @@ impl Datapath for Recording {
     }
     fn attach(&mut self, ifname: &str) -> Result<(), DatapathError> {
         self.calls.push(format!("attach {ifname}"));
+        if !self.links.iter().any(|l| l == ifname) {
+            self.links.push(ifname.to_owned());
+        }
         Ok(())
+    }
+    fn attached(&self) -> Vec<String> {
+        self.links.clone()
     }
     fn flows(&self) -> Result<Vec<Flow>, DatapathError> {
         Ok(Vec::new())
@@ -863,6 +889,18 @@ impl Datapath for Kernel {
     fn sweep(&mut self, t: &Timeouts) -> Result<usize, DatapathError> {
         let mut ct = self.hash::<CtKey, Ct>("lb_ct")?;
         sweep(&mut ct, monotonic_ns(), t)
+    }
+
+    fn upsert_services(&mut self, svcs: &[ServiceSpec]) -> Result<(), DatapathError> {
+        Kernel::upsert_services(self, svcs)
+    }
+
+    fn prune_links(&mut self) -> usize {
+        Kernel::prune_links(self)
+    }
+
+    fn attached(&self) -> Vec<String> {
+        Kernel::attached(self)
     }
 }
 

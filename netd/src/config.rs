@@ -134,6 +134,9 @@ pub struct FileConfig {
     /// Seconds that shutdown waits for open API connections to finish, 0..=300.
     /// Default 10.
     pub shutdown_timeout: Option<u64>,
+    /// Slots of each service's Maglev table: a prime, 251..=65521. Default
+    /// 16381. More slots spread load more evenly over many backends.
+    pub lb_table_size: Option<u32>,
     /// Parent cgroup name for containers ([a-zA-Z0-9_.-]). Default `netd`.
     pub cgroup_parent: Option<String>,
     /// Whether traffic bridged between containers of one network also goes
@@ -186,6 +189,7 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     pub reconcile_interval: Duration,
     pub shutdown_timeout: Duration,
+    pub lb_table_size: u32,
     pub cgroup_parent: String,
     pub bridge_netfilter: bool,
     pub gossip: GossipConfig,
@@ -289,6 +293,13 @@ impl Config {
                 format!("{shutdown_timeout} is out of range: expected 0..=300 seconds"),
             );
         }
+        let lb_table_size = file.lb_table_size.unwrap_or(ebpf::maglev::DEFAULT_SIZE);
+        if !(251..=65521).contains(&lb_table_size) || !ebpf::maglev::is_prime(lb_table_size) {
+            return invalid(
+                "lb-table-size",
+                format!("{lb_table_size} is not a prime in 251..=65521 (e.g. 16381, 32749, 65521)"),
+            );
+        }
         let cgroup_parent = flags.cgroup_parent.clone().or(file.cgroup_parent).unwrap_or_else(|| "netd".into());
         if !crate::model::valid_name(&cgroup_parent) {
             return invalid("cgroup-parent", format!("{cgroup_parent:?}: expected a name of [a-zA-Z0-9_.-]"));
@@ -354,6 +365,7 @@ impl Config {
             labels,
             reconcile_interval: Duration::from_secs(reconcile_interval),
             shutdown_timeout: Duration::from_secs(shutdown_timeout),
+            lb_table_size,
         })
     }
 }
@@ -518,6 +530,12 @@ mod tests {
         assert!(err.contains("key `reconcile-interval`"), "{err}");
         let err = Config::merge(&Flags::default(), parse("reconcile-interval = 0\n").unwrap()).unwrap_err().to_string();
         assert_eq!(err, "invalid reconcile-interval: 0 is out of range: expected 1..=3600 seconds");
+        for bad in ["lb-table-size = 16380\n", "lb-table-size = 7\n", "lb-table-size = 65537\n"] {
+            let err = Config::merge(&Flags::default(), parse(bad).unwrap()).unwrap_err().to_string();
+            assert!(err.starts_with("invalid lb-table-size: ") && err.contains("not a prime in 251..=65521"), "{err}");
+        }
+        let c = Config::merge(&Flags::default(), parse("lb-table-size = 32749\n").unwrap()).unwrap();
+        assert_eq!(c.lb_table_size, 32749);
     }
 
     #[test]

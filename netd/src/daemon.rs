@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::api::{self, Ctx};
 use crate::config::Config;
 use crate::events::{Event, EventBus};
+use crate::lb::Lb;
 use crate::lock::{DataRootLock, LockError};
 use crate::model::NetworkRecord;
 use crate::reconcile::{self, Links, LinksError, NetlinkLinks};
@@ -103,6 +104,57 @@ fn raise_nofile() {
     }
 }
 
+/// Loads the load balancer (pinned, re-adopting what a previous netd left)
+/// and programs the stored services into it.
+async fn load_lb(config: &Config, store: Store) -> Arc<Lb> {
+    let (root, size) = (config.bpf_root.clone(), config.lb_table_size);
+    let lb = tokio::task::spawn_blocking(move || {
+        let lb = Lb::load(store, &root, size);
+        if lb.status().is_ok() {
+            match lb.restore() {
+                Ok(n) => tracing::info!(services = n, "services programmed"),
+                Err(e) => tracing::error!(error = %e, "cannot program the stored services"),
+            }
+        }
+        lb
+    })
+    .await;
+    Arc::new(lb.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())))
+}
+
+/// Runs the load balancer on the veths of containers that ran before this
+/// netd started (their links are re-adopted and switched to this program).
+async fn attach_running(lb: &Arc<Lb>, store: &Store) {
+    let Ok(all) = store.all::<crate::runtime::container::ContainerRecord>() else { return };
+    let veths: Vec<String> = all
+        .iter()
+        .filter(|c| c.state.status == crate::runtime::container::Status::Running)
+        .flat_map(|c| c.endpoints.iter().map(|e| e.host_ifname()))
+        .collect();
+    let lb = lb.clone();
+    let _ = tokio::task::spawn_blocking(move || veths.iter().for_each(|v| lb.attach(v))).await;
+}
+
+/// Every 10 s until `stop`: forgets links of deleted veths and drops
+/// tracked flows idle past their timeouts.
+async fn lb_housekeeping(lb: Arc<Lb>, mut stop: watch::Receiver<bool>) {
+    if lb.status().is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let lb = lb.clone();
+        match tokio::task::spawn_blocking(move || lb.housekeeping(&ebpf::datapath::Timeouts::default())).await {
+            Ok(Ok((links, flows))) if links + flows > 0 => tracing::debug!(links, flows, "load balancer upkeep"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "load balancer upkeep failed"),
+            _ => {}
+        }
+    }
+}
+
 /// Runs the daemon with the given link layer until `stop` turns true.
 pub async fn run_with<L: Links + Send + Sync + 'static>(
     config: Config,
@@ -168,9 +220,13 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
     let networks = crate::network::Networks::connect(store.clone(), config.bridge_netfilter)?;
     networks.init().await?;
     runtime.set_networks(networks.clone());
+    let lb = load_lb(&config, store.clone()).await;
+    networks.set_lb(lb.clone());
     // Before adoption: re-adopted containers get their DNS sockets back.
     runtime.set_dns(crate::embedded_dns::EmbeddedDns::new(&config.dns));
     runtime.adopt().await?;
+    attach_running(&lb, &store).await;
+    let housekeeping = tokio::spawn(lb_housekeeping(lb.clone(), stop.clone()));
 
     let host = HostFacts::read();
     let gossip = crate::cluster::start(&config.gossip, &host.hostname, node_id.as_str()).await?;
@@ -190,6 +246,7 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
         node_id: node_id.clone(),
         host,
         gossip: Some(gossip.clone()),
+        lb: Some(lb),
         shutdown: stop.clone(),
         networks_json: Default::default(),
     });
@@ -226,6 +283,7 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
         servers.abort_all();
     }
     let _ = reconcile_task.await;
+    let _ = housekeeping.await;
     // Tell the cluster this node leaves (not fails); bounded.
     if tokio::time::timeout(std::time::Duration::from_secs(3), gossip.leave()).await.is_err() {
         tracing::warn!("leaving the cluster timed out");

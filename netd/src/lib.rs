@@ -16,6 +16,7 @@ pub mod firewall;
 pub mod ids;
 pub mod image;
 pub mod ipam;
+pub mod lb;
 pub mod lock;
 pub mod model;
 pub mod network;

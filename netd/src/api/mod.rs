@@ -9,6 +9,7 @@ mod events;
 mod exec;
 pub mod filters;
 mod images;
+mod lb;
 mod networks;
 mod system;
 pub mod types;
@@ -43,6 +44,8 @@ pub struct Ctx {
     pub runtime: Arc<crate::runtime::manager::Runtime>,
     /// This node's gossip member (absent in unit tests).
     pub gossip: Option<gossip::Handle>,
+    /// The service load balancer (absent in unit tests that do not need it).
+    pub lb: Option<Arc<crate::lb::Lb>>,
     /// The bridge driver (absent in unprivileged unit tests).
     pub networks: Option<Arc<crate::network::Networks>>,
     pub images: crate::image::ImageStore,
@@ -124,6 +127,9 @@ pub fn app(
         .route("/networks/{id}", get(networks::inspect).delete(networks::remove))
         .route("/networks/{id}/connect", post(networks::connect))
         .route("/networks/{id}/disconnect", post(networks::disconnect))
+        .route("/lb/services", get(lb::list).post(lb::upsert))
+        .route("/lb/services/{name}", get(lb::inspect).delete(lb::remove))
+        .route("/lb/conntrack", get(lb::conntrack))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);

@@ -67,6 +67,7 @@ async fn harness() -> Harness {
     let ctx = Arc::new(Ctx {
         networks: None,
         gossip: None,
+        lb: Some(Arc::new(crate::lb::Lb::with(store.clone(), Box::new(ebpf::datapath::Recording::new())))),
         runtime,
         images,
         volumes,
@@ -473,4 +474,43 @@ async fn network_list_snapshot_follows_every_store_write() {
     h.ctx.store.remove_network(&rec.id).unwrap();
     let (_, v) = h.json(Method::GET, "/networks", None).await;
     assert_eq!(names(v).len(), 3, "stale snapshot after remove");
+}
+
+#[tokio::test]
+async fn lb_services_create_replace_list_remove_and_refuse_bad_ones() {
+    let h = harness().await;
+    let web = r#"{"Name":"web","VIP":"10.9.0.100","Ports":[{"Port":80,"TargetPort":8080}],"Backends":[{"Addr":"10.9.0.2"},{"Addr":"10.9.0.3","State":"draining"}]}"#;
+    let (s, v) = h.json(Method::POST, "/lb/services", Some(web)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!((v["Name"].as_str(), v["Ports"][0]["Protocol"].as_str()), (Some("web"), Some("tcp")));
+    assert_eq!(v["Backends"][1]["State"], "draining");
+    // Bad requests: 400 (or 409 for a taken VIP port), and nothing changes.
+    for (body, want, code) in [
+        (r#"{"Name":"x","VIP":"10.9.0.100","Ports":[{"Port":80}]}"#, "10.9.0.100:80/tcp is already service web", 409),
+        (r#"{"Name":"x","VIP":"10.9.0.101","Ports":[{"Port":80}],"Backend":[]}"#, "unknown field `Backend`", 400),
+        (r#"{"Name":"x","VIP":"10.9.0.300","Ports":[{"Port":80}]}"#, "invalid JSON", 400),
+        (r#"{"Name":"x","VIP":"10.9.0.101","Ports":[{"Port":70000}]}"#, "invalid JSON", 400),
+        (r#"{"Name":"x","VIP":"10.9.0.101","Ports":[{"Port":80}],"CreatedAt":"now"}"#, "set by the daemon", 400),
+        (r#"{"Name":"x y","VIP":"10.9.0.101","Ports":[{"Port":80}]}"#, "invalid service name", 400),
+    ] {
+        let m = h.error(Method::POST, "/lb/services", Some(body), StatusCode::from_u16(code).unwrap()).await;
+        assert!(m.contains(want), "{body}: {m}");
+    }
+    let (_, list) = h.json(Method::GET, "/lb/services", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    // Replace: the same name, new backends.
+    let web2 = web.replace("draining", "active");
+    let (s, _) = h.json(Method::POST, "/lb/services", Some(&web2)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, one) = h.json(Method::GET, "/lb/services/web", None).await;
+    assert_eq!(one["Backends"][1]["State"], "active");
+    assert_eq!(one["Backends"][0]["Stats"]["Flows"], 0);
+    let (_, ct) = h.json(Method::GET, "/lb/conntrack?limit=5", None).await;
+    assert_eq!(ct["Total"], 0);
+    let m = h.error(Method::GET, "/lb/conntrack?limit=0", None, StatusCode::BAD_REQUEST).await;
+    assert!(m.contains("1..=100000"), "{m}");
+    let (s, _, _) = h.call(Method::DELETE, "/lb/services/web", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let m = h.error(Method::DELETE, "/lb/services/web", None, StatusCode::NOT_FOUND).await;
+    assert_eq!(m, "no such service: web");
 }

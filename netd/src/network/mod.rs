@@ -83,6 +83,8 @@ pub struct Networks {
     resolv_conf: PathBuf,
     /// Leave br_netfilter's sysctls alone (else turned off at start).
     bridge_netfilter: bool,
+    /// The service load balancer, run on every host-side veth made here.
+    lb: std::sync::OnceLock<Arc<crate::lb::Lb>>,
 }
 
 impl std::fmt::Debug for Networks {
@@ -144,6 +146,7 @@ impl Networks {
             fw_last: Default::default(),
             resolv_conf: "/etc/resolv.conf".into(),
             bridge_netfilter,
+            lb: Default::default(),
         }))
     }
 
@@ -455,6 +458,11 @@ impl Networks {
         Ok(out)
     }
 
+    /// From now on, every veth plumbed gets the load balancer.
+    pub fn set_lb(&self, lb: Arc<crate::lb::Lb>) {
+        let _ = self.lb.set(lb);
+    }
+
     /// Holds the allocation lock (container create/connect/disconnect).
     pub async fn locked(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.lock.lock().await
@@ -490,6 +498,10 @@ impl Networks {
                 default_via: (i == 0 && default_route).then_some(e.gateway),
             };
             link::attach(&self.nl, &inner, &ns, &plan).await?;
+            if let Some(lb) = self.lb.get() {
+                let (lb, host) = (lb.clone(), plan.host.clone());
+                let _ = tokio::task::spawn_blocking(move || lb.attach(&host)).await;
+            }
         }
         Ok(())
     }

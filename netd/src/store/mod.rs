@@ -87,6 +87,7 @@ impl Store {
             txn.open_table(crate::image::ImageRecord::TABLE).map_err(db_err("open images"))?;
             txn.open_table(crate::volume::VolumeRecord::TABLE).map_err(db_err("open volumes"))?;
             txn.open_table(crate::runtime::container::ContainerRecord::TABLE).map_err(db_err("open containers"))?;
+            txn.open_table(crate::lb::ServiceRecord::TABLE).map_err(db_err("open services"))?;
         }
         txn.commit().map_err(db_err("commit"))?;
         Ok(store)
