@@ -4,6 +4,7 @@
 
 mod client;
 mod containers;
+mod lb;
 mod table;
 
 use std::process::ExitCode;
@@ -51,6 +52,9 @@ enum Command {
     /// Cluster members (gossip)
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Service load balancer (eBPF): services, backends, tracked flows
+    #[command(subcommand)]
+    Lb(lb::LbCmd),
     #[command(flatten)]
     Container(Box<containers::Cmd>),
 }
@@ -331,6 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Network(cmd) => network(&c, cmd, json_out).await?,
         Command::Image(cmd) => image(&c, cmd, json_out).await?,
         Command::Volume(cmd) => volume(&c, cmd, json_out).await?,
+        Command::Lb(cmd) => lb::run(&c, cmd, json_out).await?,
         Command::Container(cmd) => return containers::run(&c, *cmd, cli.format).await,
     }
     Ok(0)
@@ -424,7 +429,7 @@ async fn network(c: &Client, cmd: NetworkCmd, json_out: bool) -> anyhow::Result<
 
 /// GETs each path, prints the found objects as one JSON array (as `docker
 /// inspect` does), then fails with the daemon's messages for the others.
-async fn inspect_all(c: &Client, paths: impl Iterator<Item = String>) -> anyhow::Result<()> {
+pub(crate) async fn inspect_all(c: &Client, paths: impl Iterator<Item = String>) -> anyhow::Result<()> {
     let mut found = Vec::new();
     let mut failed = Vec::new();
     for p in paths {
@@ -449,7 +454,7 @@ fn labels_json(labels: &[String]) -> Value {
 
 /// Runs `f` for each name; prints what succeeds, fails with all the daemon's
 /// refusals at the end.
-async fn each<F, Fut>(names: &[String], mut f: F) -> anyhow::Result<()>
+pub(crate) async fn each<F, Fut>(names: &[String], mut f: F) -> anyhow::Result<()>
 where
     F: FnMut(String) -> Fut,
     Fut: std::future::Future<Output = Result<Option<String>, ClientError>>,

@@ -67,6 +67,72 @@ struct {
 	__type(value, struct lb_stats);
 } lb_stats SEC(".maps");
 
+/* Service addresses (IPv4; value: unused) the ARP responder answers for. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, __u32);
+} lb_vips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct lb_iface);
+} lb_ifaces SEC(".maps");
+
+/* An Ethernet/IPv4 ARP packet after the Ethernet header. */
+struct arp4 {
+	__be16 hrd;
+	__be16 pro;
+	__u8 hln;
+	__u8 pln;
+	__be16 op;
+	__u8 sha[ETH_ALEN];
+	__be32 spa;
+	__u8 tha[ETH_ALEN];
+	__be32 tpa;
+} __attribute__((packed));
+
+#ifndef ETH_P_ARP
+#define ETH_P_ARP 0x0806
+#endif
+
+/* Answers a container's ARP request for a service address with its
+ * gateway's MAC (sent straight back out to the container); anything else
+ * passes. Only on interfaces the control side gave a gateway MAC. */
+static __always_inline int arp_reply(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct arp4 *a = (void *)(eth + 1);
+	if ((void *)(a + 1) > end)
+		return TC_ACT_OK;
+	if (a->hrd != bpf_htons(1) || a->pro != bpf_htons(ETH_P_IP) || a->hln != ETH_ALEN || a->pln != 4 ||
+	    a->op != bpf_htons(1))
+		return TC_ACT_OK;
+	__u32 ifindex = skb->ifindex;
+	struct lb_iface *ifc = bpf_map_lookup_elem(&lb_ifaces, &ifindex);
+	if (!ifc)
+		return TC_ACT_OK;
+	__u32 vip = a->tpa;
+	if (!bpf_map_lookup_elem(&lb_vips, &vip))
+		return TC_ACT_OK;
+	__u8 mac[ETH_ALEN];
+	__builtin_memcpy(mac, ifc->gw_mac, ETH_ALEN);
+	__be32 asker = a->spa;
+	__builtin_memcpy(eth->h_dest, a->sha, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+	a->op = bpf_htons(2);
+	__builtin_memcpy(a->tha, a->sha, ETH_ALEN);
+	a->tpa = asker;
+	__builtin_memcpy(a->sha, mac, ETH_ALEN);
+	a->spa = vip;
+	return bpf_redirect(ifindex, 0);
+}
+
 /* Counts a packet (and a new flow) sent to a backend. */
 static __always_inline void count(__u32 backend_id, __u32 len, int new_flow)
 {
@@ -185,7 +251,11 @@ int lb_from_container(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+	if ((void *)(eth + 1) > end)
+		return TC_ACT_OK;
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return arp_reply(skb);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)

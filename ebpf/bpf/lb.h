@@ -68,6 +68,15 @@ struct lb_ct {
 	__u32 pad2;
 };
 
+/* Per attached interface (by ifindex): the MAC of the gateway its
+ * container uses (its bridge). ARP requests for a service address from the
+ * container are answered with it, so VIPs inside the network's subnet work
+ * and their packets reach the datapath addressed as routed ones are. */
+struct lb_iface {
+	__u8 gw_mac[6];
+	__u16 flags;
+};
+
 /* Per backend, per CPU: what the datapath sent it. */
 struct lb_stats {
 	__u64 packets;

@@ -103,6 +103,12 @@ pub trait Datapath {
     fn upsert_services(&mut self, svcs: &[ServiceSpec]) -> Result<(), DatapathError> {
         svcs.iter().try_for_each(|s| self.upsert_service(s))
     }
+    /// Answers ARP requests for service addresses arriving on `ifname`
+    /// with `gw_mac` (the MAC of the gateway its container uses), so a VIP
+    /// inside the container's subnet is reachable.
+    fn answer_arp(&mut self, _ifname: &str, _gw_mac: [u8; 6]) -> Result<(), DatapathError> {
+        Ok(())
+    }
     /// Forgets attachments to interfaces that are gone; returns how many.
     fn prune_links(&mut self) -> usize {
         0
@@ -357,7 +363,7 @@ impl Datapath for Recording {
 }
 
 /// The maps the datapath keeps (pinned by these names under the root).
-pub const MAPS: [&str; 5] = ["lb_services", "lb_maglev", "lb_backends", "lb_ct", "lb_stats"];
+pub const MAPS: [&str; 7] = ["lb_services", "lb_maglev", "lb_backends", "lb_ct", "lb_stats", "lb_vips", "lb_ifaces"];
 
 /// The real datapath: the object loaded into the kernel with aya.
 pub struct Kernel {
@@ -529,6 +535,13 @@ fn ifindex(ifname: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
+/// Whether an interface has index `i` in the calling thread's namespace.
+fn ifindex_exists(i: u32) -> bool {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes into buf.
+    !unsafe { libc::if_indextoname(i, buf.as_mut_ptr()) }.is_null()
+}
+
 /// Link pins under `root/links`: (path, interface name, interface index).
 fn pinned_links(root: &std::path::Path) -> Vec<(std::path::PathBuf, String, u32)> {
     let mut out = Vec::new();
@@ -638,6 +651,14 @@ impl Kernel {
     /// container, or replaced by another of the same name), in the calling
     /// thread's namespace; returns how many went.
     pub fn prune_links(&mut self) -> usize {
+        // Gateways of interfaces that are gone (an index is reused only by
+        // a new veth, whose attachment writes its own entry).
+        if let Ok(mut m) = self.hash::<u32, maps::Iface>("lb_ifaces") {
+            let stale: Vec<u32> = m.keys().flatten().filter(|i| !ifindex_exists(*i)).collect();
+            for i in stale {
+                let _ = m.remove(&i);
+            }
+        }
         let Some(root) = &self.root else { return 0 };
         let mut gone = 0;
         for (path, name, index) in pinned_links(root) {
@@ -728,6 +749,7 @@ impl Kernel {
             let t = new_table(&plan.table)?;
             self.tables()?.insert(v.id, &t, 0).map_err(map_err("lb_maglev"))?;
         }
+        self.hash::<u32, u32>("lb_vips")?.insert(k.addr[0], 1, 0).map_err(map_err("lb_vips"))?;
         let mut svc = self.hash::<SvcKey, Svc>("lb_services")?;
         svc.insert(k, v, 0).map_err(map_err("lb_services"))?;
         if plan.table.is_empty() {
@@ -787,6 +809,10 @@ impl Kernel {
             write_table(t.fd().as_fd(), &p.table)?;
         }
         let (keys, values): (Vec<SvcKey>, Vec<Svc>) = plans.iter().filter_map(|p| p.service).unzip();
+        let vips: std::collections::BTreeSet<u32> = keys.iter().map(|k| k.addr[0]).collect();
+        let vips: Vec<u32> = vips.into_iter().collect();
+        update_batch(self.fd("lb_vips")?, &vips, &vec![1u32; vips.len()])
+            .map_err(|e| DatapathError::Map { map: "lb_vips", why: format!("batched update: {e}") })?;
         update_batch(self.fd("lb_services")?, &keys, &values)
             .map_err(|e| DatapathError::Map { map: "lb_services", why: format!("batched update: {e}") })?;
         for (_, v) in plans.iter().filter(|p| p.table.is_empty()).filter_map(|p| p.service.as_ref()) {
@@ -810,6 +836,9 @@ impl Datapath for Kernel {
         let mut svc = self.hash::<SvcKey, Svc>("lb_services")?;
         svc.remove(&key).map_err(map_err("lb_services"))?;
         let _ = self.tables()?.remove(&svc_id);
+        if !self.ids.services.keys().any(|(a, _, _)| *a == addr) {
+            let _ = self.hash::<u32, u32>("lb_vips")?.remove(&key.addr[0]);
+        }
         Ok(())
     }
 
@@ -897,6 +926,13 @@ impl Datapath for Kernel {
 
     fn prune_links(&mut self) -> usize {
         Kernel::prune_links(self)
+    }
+
+    fn answer_arp(&mut self, ifname: &str, gw_mac: [u8; 6]) -> Result<(), DatapathError> {
+        let index = ifindex(ifname)
+            .ok_or_else(|| DatapathError::Attach { ifname: ifname.to_owned(), why: "no such interface".into() })?;
+        let mut m = self.hash::<u32, maps::Iface>("lb_ifaces")?;
+        m.insert(index, maps::Iface { gw_mac, flags: 0 }, 0).map_err(map_err("lb_ifaces"))
     }
 
     fn attached(&self) -> Vec<String> {

@@ -69,6 +69,15 @@ pub struct Stats {
     pub flows: u64,
 }
 
+/// `struct lb_iface`: per attached interface, its gateway's MAC (the ARP
+/// responder answers service addresses with it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Iface {
+    pub gw_mac: [u8; 6],
+    pub flags: u16,
+}
+
 pub const FAMILY_V4: u8 = 4;
 /// `LB_MAX_SERVICES` and `LB_MAX_BACKENDS`: the maps' capacities.
 pub const MAX_SERVICES: usize = 65536;
@@ -103,6 +112,8 @@ unsafe impl aya::Pod for CtKey {}
 unsafe impl aya::Pod for Ct {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Stats {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Iface {}
 
 /// One struct's layout: C name, size, (field, offset) in order.
 pub type Layout = (&'static str, usize, Vec<(&'static str, usize)>);
@@ -162,6 +173,11 @@ pub fn layouts() -> Vec<Layout> {
                 ("bytes", offset_of!(Stats, bytes)),
                 ("flows", offset_of!(Stats, flows)),
             ],
+        ),
+        (
+            "lb_iface",
+            size_of::<Iface>(),
+            vec![("gw_mac", offset_of!(Iface, gw_mac)), ("flags", offset_of!(Iface, flags))],
         ),
         (
             "lb_ct",

@@ -401,3 +401,51 @@ fn conntrack_ages_out_by_state() {
     // With the defaults nothing this fresh goes.
     assert_eq!(ebpf::datapath::sweep(&mut ct, now, &Default::default()).unwrap(), 0);
 }
+
+/// An Ethernet ARP request from CLIENT (MAC 02:..:05) for `target`.
+fn arp_request(target: Ipv4Addr, op: u16) -> Vec<u8> {
+    let mac = [2, 0, 0, 0, 0, 5];
+    let mut p = vec![0xff; 6];
+    p.extend(mac);
+    p.extend([0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4]);
+    p.extend(op.to_be_bytes());
+    p.extend(mac);
+    p.extend(CLIENT.octets());
+    p.extend([0; 6]);
+    p.extend(target.octets());
+    p
+}
+
+#[test]
+fn arp_requests_for_a_vip_are_answered_with_the_gateway_mac() {
+    if !root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let gw = [2, 0x42, 0xac, 0x12, 0, 1];
+    let ask = arp_request(VIP, 1);
+    // No interface entry yet (and no VIP): passed untouched.
+    assert_eq!(lab.run(&ask), (TC_ACT_OK, ask.clone()));
+    // PROG_TEST_RUN runs the packet as if from the loopback device (index 1).
+    let mut ifs: HashMap<_, u32, maps::Iface> = HashMap::try_from(lab.bpf.map_mut("lb_ifaces").unwrap()).unwrap();
+    ifs.insert(1, maps::Iface { gw_mac: gw, flags: 0 }, 0).unwrap();
+    assert_eq!(lab.run(&ask), (TC_ACT_OK, ask.clone()), "not a service address yet");
+    let mut vips: HashMap<_, u32, u32> = HashMap::try_from(lab.bpf.map_mut("lb_vips").unwrap()).unwrap();
+    vips.insert(be(VIP), 1, 0).unwrap();
+    const TC_ACT_REDIRECT: u32 = 7;
+    let (rc, out) = lab.run(&ask);
+    assert_eq!(rc, TC_ACT_REDIRECT, "the reply goes back out the interface it came from");
+    let mut want = Vec::new();
+    want.extend([2, 0, 0, 0, 0, 5]); // to the asker
+    want.extend(gw);
+    want.extend([0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 2]); // a reply
+    want.extend(gw);
+    want.extend(VIP.octets());
+    want.extend([2, 0, 0, 0, 0, 5]);
+    want.extend(CLIENT.octets());
+    assert_eq!(out, want);
+    // Other addresses, other operations, truncated requests: untouched.
+    for pkt in [arp_request(BACKENDS[0], 1), arp_request(VIP, 2), ask[..40].to_vec()] {
+        assert_eq!(lab.run(&pkt), (TC_ACT_OK, pkt.clone()));
+    }
+}

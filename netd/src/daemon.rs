@@ -132,7 +132,7 @@ async fn attach_running(lb: &Arc<Lb>, store: &Store) {
         .flat_map(|c| c.endpoints.iter().map(|e| e.host_ifname()))
         .collect();
     let lb = lb.clone();
-    let _ = tokio::task::spawn_blocking(move || veths.iter().for_each(|v| lb.attach(v))).await;
+    let _ = tokio::task::spawn_blocking(move || veths.iter().for_each(|v| lb.attach(v, None))).await;
 }
 
 /// Every 10 s until `stop`: forgets links of deleted veths and drops

@@ -328,10 +328,13 @@ impl Lb {
     }
 
     /// Runs the datapath on packets from interface `ifname` (a container's
-    /// host-side veth). Logged, not fatal: the container still runs.
-    pub fn attach(&self, ifname: &str) {
+    /// host-side veth); with `gw_mac` (its bridge's), it also answers the
+    /// container's ARP requests for VIPs. Logged, not fatal: the container
+    /// still runs.
+    pub fn attach(&self, ifname: &str, gw_mac: Option<[u8; 6]>) {
         let Ok(mut dp) = self.dp() else { return };
-        match dp.attach(ifname) {
+        let done = dp.attach(ifname).and_then(|()| gw_mac.map_or(Ok(()), |m| dp.answer_arp(ifname, m)));
+        match done {
             Ok(()) => tracing::debug!(ifname, "load balancer attached"),
             Err(e) => tracing::warn!(ifname, error = %e, "cannot attach the load balancer: VIPs unreachable from it"),
         }

@@ -38,6 +38,18 @@ pub async fn lookup(h: &Handle, name: &str) -> Result<Option<(u32, Option<String
     }
 }
 
+/// The hardware address of link `index`.
+pub async fn mac_of(h: &Handle, index: u32) -> Result<Option<[u8; 6]>, NetError> {
+    let mut s = h.link().get().match_index(index).execute();
+    let m = s.try_next().await.map_err(nl("get", "link"))?;
+    Ok(m.and_then(|m| {
+        m.attributes.iter().find_map(|a| match a {
+            netlink_packet_route::link::LinkAttribute::Address(a) => <[u8; 6]>::try_from(a.as_slice()).ok(),
+            _ => None,
+        })
+    }))
+}
+
 /// The index of link `name`, if it exists.
 pub async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>, NetError> {
     Ok(lookup(h, name).await?.map(|(i, _)| i))
@@ -78,6 +90,14 @@ pub async fn ensure_bridge(
     set_alias(h, index, name, alias).await?;
     let up: LinkMessage = LinkUnspec::new_with_index(index).up().build();
     h.link().set(up).execute().await.map_err(nl("set up", name))?;
+    // Its MAC set explicitly (to what it is) stays fixed: a bridge left to
+    // itself takes the lowest MAC of its ports, changing as containers come
+    // and go (containers' ARP caches and the load balancer's ARP answers
+    // name the gateway by it).
+    if let Some(mac) = mac_of(h, index).await? {
+        let set: LinkMessage = LinkUnspec::new_with_index(index).address(mac.to_vec()).build();
+        h.link().set(set).execute().await.map_err(nl("fix the MAC of", name))?;
+    }
     match h.address().add(index, IpAddr::V4(gateway), prefix).execute().await {
         Ok(()) => {}
         Err(e) if is_exists(&e) => {}

@@ -499,8 +499,9 @@ impl Networks {
             };
             link::attach(&self.nl, &inner, &ns, &plan).await?;
             if let Some(lb) = self.lb.get() {
+                let gw_mac = link::mac_of(&self.nl, bridge_index).await?;
                 let (lb, host) = (lb.clone(), plan.host.clone());
-                let _ = tokio::task::spawn_blocking(move || lb.attach(&host)).await;
+                let _ = tokio::task::spawn_blocking(move || lb.attach(&host, gw_mac)).await;
             }
         }
         Ok(())
