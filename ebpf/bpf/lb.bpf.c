@@ -245,15 +245,22 @@ static __always_inline void deliver_on_bridge(struct __sk_buff *skb, __be32 sadd
 	bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0);
 }
 
-SEC("classifier")
-int lb_from_container(struct __sk_buff *skb)
+/* Where a program runs: the three entry points below share one body. */
+#define FROM_CONTAINER 0 /* host side of a container veth, ingress */
+#define FROM_WORLD 1     /* the node's underlay interface, ingress */
+#define TO_WORLD 2       /* the node's underlay interface, egress */
+
+/* Flags kept across a flow's packets (the rest follow its TCP state). */
+#define LB_CT_KEEP (LB_CT_NORTH_SOUTH | LB_CT_SNAT)
+
+static __always_inline int lb(struct __sk_buff *skb, const int where)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
 		return TC_ACT_OK;
-	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+	if (where == FROM_CONTAINER && eth->h_proto == bpf_htons(ETH_P_ARP))
 		return arp_reply(skb);
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
@@ -290,7 +297,9 @@ int lb_from_container(struct __sk_buff *skb)
 		syn = th->syn && !th->ack;
 	}
 
-	/* A reply of a NATed flow: give it the service address back. */
+	/* A reply of a NATed flow: give it the service address back. East-west
+	 * at the backend's veth; north-south where it leaves the node (its new
+	 * source, a node address, would be a martian coming in on a bridge). */
 	struct lb_ct_key key = {};
 	key.saddr[0] = saddr;
 	key.daddr[0] = daddr;
@@ -298,35 +307,49 @@ int lb_from_container(struct __sk_buff *skb)
 	key.dport = dport;
 	key.proto = proto;
 	key.dir = LB_CT_REPLY;
-	struct lb_ct *ct = bpf_map_lookup_elem(&lb_ct, &key);
-	if (ct) {
-		ct->last_seen_ns = now;
-		ct->flags |= LB_CT_SEEN_REPLY | closing;
-		if (rewrite(skb, IP_SRC_OFF, l4, csum_off, saddr, ct->nat_addr[0], sport, ct->nat_port, udp) < 0)
-			return TC_ACT_SHOT;
-		return TC_ACT_OK;
+	if (where != FROM_WORLD) {
+		struct lb_ct *rct = bpf_map_lookup_elem(&lb_ct, &key);
+		if (rct) {
+			int ns = (rct->flags & LB_CT_NORTH_SOUTH) != 0;
+			if (ns != (where == TO_WORLD))
+				return TC_ACT_OK;
+			rct->last_seen_ns = now;
+			rct->flags |= LB_CT_SEEN_REPLY | closing;
+			if (rewrite(skb, IP_SRC_OFF, l4, csum_off, saddr, rct->nat_addr[0], sport, rct->nat_port, udp) < 0)
+				return TC_ACT_SHOT;
+			return TC_ACT_OK;
+		}
 	}
+	if (where == TO_WORLD)
+		return TC_ACT_OK;
 
 	/* A flow already balanced keeps its backend unless that one is gone. */
 	key.dir = LB_CT_FORWARD;
 	struct lb_backend *be = 0;
 	__u32 backend_id = 0, svc_id = 0;
+	__u16 keep = 0;
 	int new_flow = 0;
-	ct = bpf_map_lookup_elem(&lb_ct, &key);
+	struct lb_ct *ct = bpf_map_lookup_elem(&lb_ct, &key);
 	if (ct) {
 		backend_id = ct->backend_id;
 		svc_id = ct->svc_id;
+		keep = ct->flags & LB_CT_KEEP;
 		be = bpf_map_lookup_elem(&lb_backends, &backend_id);
 		if (be && be->state == LB_BACKEND_GONE)
 			be = 0;
+		/* Tracked flows stay on the side they began: from containers or
+		 * from the world (a tuple is never both). */
+		if (be && (keep & LB_CT_NORTH_SOUTH) != (where == FROM_WORLD ? LB_CT_NORTH_SOUTH : 0))
+			return TC_ACT_OK;
 		if (be) {
 			ct->last_seen_ns = now;
-			ct->flags = syn ? closing : (ct->flags | closing);
+			ct->flags = keep | (syn ? closing : (ct->flags | closing));
 			/* A new connection on a tuple tracked before: its reply
 			 * entry may be gone (a direct connection from the same
 			 * port removed it); write it again. */
 			if (syn)
-				track_reply(be, saddr, sport, proto, daddr, dport, svc_id, backend_id, now, 0);
+				track_reply(be, saddr, sport, proto, daddr, dport, svc_id, backend_id, now,
+					    keep & LB_CT_NORTH_SOUTH);
 		}
 	}
 	if (!be) {
@@ -336,6 +359,9 @@ int lb_from_container(struct __sk_buff *skb)
 		sk.proto = proto;
 		sk.family = LB_FAMILY_V4;
 		struct lb_svc *svc = bpf_map_lookup_elem(&lb_services, &sk);
+		/* Published ports serve the world; VIPs serve containers. */
+		if (svc && ((svc->flags & LB_SVC_NORTH_SOUTH) != 0) != (where == FROM_WORLD))
+			return TC_ACT_OK;
 		if (!svc) {
 			/* A new connection straight to an address and port that once
 			 * backed a NATed flow from this very client port: the old
@@ -361,18 +387,46 @@ int lb_from_container(struct __sk_buff *skb)
 		be = bpf_map_lookup_elem(&lb_backends, &backend_id);
 		if (!be || be->state == LB_BACKEND_GONE)
 			return TC_ACT_SHOT;
-		struct lb_ct fwd = {.last_seen_ns = now, .svc_id = svc_id, .backend_id = backend_id, .flags = closing};
+		if (svc->flags & LB_SVC_NORTH_SOUTH)
+			keep = LB_CT_NORTH_SOUTH | ((svc->flags & LB_SVC_SNAT) ? LB_CT_SNAT : 0);
+		struct lb_ct fwd = {.last_seen_ns = now, .svc_id = svc_id, .backend_id = backend_id, .flags = keep | closing};
 		fwd.nat_addr[0] = be->addr[0];
 		fwd.nat_port = be->port;
 		bpf_map_update_elem(&lb_ct, &key, &fwd, BPF_ANY);
-		track_reply(be, saddr, sport, proto, daddr, dport, svc_id, backend_id, now, closing);
+		track_reply(be, saddr, sport, proto, daddr, dport, svc_id, backend_id, now,
+			    closing | (keep & LB_CT_NORTH_SOUTH));
 		new_flow = 1;
 	}
+	if (where == FROM_WORLD)
+		skb->mark |= LB_MARK_NORTH_SOUTH | ((keep & LB_CT_SNAT) ? LB_MARK_SNAT : 0);
 	count(backend_id, skb->len, new_flow);
 	__be32 to_addr = be->addr[0];
 	__be16 to_port = be->port;
 	if (rewrite(skb, IP_DST_OFF, l4 + 2, csum_off, daddr, to_addr, dport, to_port, udp) < 0)
 		return TC_ACT_SHOT;
-	deliver_on_bridge(skb, saddr, to_addr);
+	if (where == FROM_CONTAINER)
+		deliver_on_bridge(skb, saddr, to_addr);
 	return TC_ACT_OK;
+}
+
+/* Packets leaving a container: VIPs balanced, replies reverse-NATed, ARP
+ * for VIPs answered. */
+SEC("classifier")
+int lb_from_container(struct __sk_buff *skb)
+{
+	return lb(skb, FROM_CONTAINER);
+}
+
+/* Packets arriving at the node: published ports balanced. */
+SEC("classifier")
+int lb_from_world(struct __sk_buff *skb)
+{
+	return lb(skb, FROM_WORLD);
+}
+
+/* Packets leaving the node: replies of published ports reverse-NATed. */
+SEC("classifier")
+int lb_to_world(struct __sk_buff *skb)
+{
+	return lb(skb, TO_WORLD);
 }

@@ -30,6 +30,15 @@ struct lb_svc_key {
 	__u8 family;
 };
 
+/* Service flags (struct lb_svc.flags). */
+#define LB_SVC_NORTH_SOUTH 1 /* a published port on a node address: balanced for traffic from outside only */
+#define LB_SVC_SNAT 2        /* and its clients' source becomes the node's (netd's nftables masquerade) */
+
+/* Marks on north-south packets, for netd's nftables table: forwarded into
+ * the bridge (they are not conntrack DNAT), and masqueraded (SNAT mode). */
+#define LB_MARK_NORTH_SOUTH 0x10000000
+#define LB_MARK_SNAT 0x20000000
+
 struct lb_svc {
 	__u32 id;
 	__u32 table_size; /* Maglev slots; 0: no backends */
@@ -57,6 +66,8 @@ struct lb_ct_key {
 /* Connection-tracking flags (struct lb_ct.flags). */
 #define LB_CT_SEEN_REPLY 1 /* the backend answered */
 #define LB_CT_CLOSING 2    /* FIN or RST seen: a short timeout */
+#define LB_CT_NORTH_SOUTH 4 /* reverse NAT where the reply leaves the node, not at the backend's veth */
+#define LB_CT_SNAT 8        /* forward entries of SNAT-mode flows: packets get LB_MARK_SNAT */
 
 struct lb_ct {
 	__u64 last_seen_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */

@@ -60,6 +60,29 @@ pub struct BackendSpec {
     pub state: BackendState,
 }
 
+/// Who a service serves, and how.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// A VIP for containers (east-west).
+    #[default]
+    EastWest,
+    /// A published port on a node address, for clients outside the node;
+    /// backends see the node as the client (what Docker does).
+    NorthSouthSnat,
+    /// The same, and backends see the client's own address.
+    NorthSouthPreserve,
+}
+
+impl Mode {
+    fn flags(self) -> u32 {
+        match self {
+            Mode::EastWest => 0,
+            Mode::NorthSouthSnat => maps::SVC_NORTH_SOUTH | maps::SVC_SNAT,
+            Mode::NorthSouthPreserve => maps::SVC_NORTH_SOUTH,
+        }
+    }
+}
+
 /// A service: (address, port, protocol) and its backends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
@@ -67,6 +90,7 @@ pub struct ServiceSpec {
     pub port: u16,
     pub proto: Proto,
     pub backends: Vec<BackendSpec>,
+    pub mode: Mode,
 }
 
 impl ServiceSpec {
@@ -102,6 +126,11 @@ pub trait Datapath {
     /// Adds or replaces many services at once (as at start).
     fn upsert_services(&mut self, svcs: &[ServiceSpec]) -> Result<(), DatapathError> {
         svcs.iter().try_for_each(|s| self.upsert_service(s))
+    }
+    /// Runs the datapath where traffic from outside the node arrives and
+    /// leaves (`ifname`, its underlay interface): published ports.
+    fn attach_world(&mut self, _ifname: &str) -> Result<(), DatapathError> {
+        Ok(())
     }
     /// Answers ARP requests for service addresses arriving on `ifname`
     /// with `gw_mac` (the MAC of the gateway its container uses), so a VIP
@@ -281,7 +310,7 @@ impl Ids {
             proto: svc.proto.number(),
             family: maps::FAMILY_V4,
         };
-        plan.service = Some((key, Svc { id: svc_id, table_size: m, ..Default::default() }));
+        plan.service = Some((key, Svc { id: svc_id, table_size: m, flags: svc.mode.flags(), ..Default::default() }));
         Ok(plan)
     }
 
@@ -347,6 +376,10 @@ impl Datapath for Recording {
         }
         Ok(())
     }
+    fn attach_world(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        self.calls.push(format!("attach_world {ifname}"));
+        Ok(())
+    }
     fn attached(&self) -> Vec<String> {
         self.links.clone()
     }
@@ -369,7 +402,7 @@ pub const MAPS: [&str; 7] = ["lb_services", "lb_maglev", "lb_backends", "lb_ct",
 pub struct Kernel {
     bpf: aya::Ebpf,
     ids: Ids,
-    links: Vec<(String, aya::programs::tc::SchedClassifierLinkId)>,
+    links: Vec<(String, Hook, aya::programs::tc::SchedClassifierLinkId)>,
     /// Where maps and links are pinned (None: nothing survives us).
     root: Option<std::path::PathBuf>,
 }
@@ -471,10 +504,14 @@ fn update_batch<K: aya::Pod, V: aya::Pod>(fd: std::os::fd::RawFd, keys: &[K], va
     Ok(())
 }
 
-/// The datapath's program in a loaded object.
-fn program(bpf: &mut aya::Ebpf) -> Result<&mut aya::programs::SchedClassifier, DatapathError> {
-    bpf.program_mut("lb_from_container")
-        .ok_or_else(|| DatapathError::Load("no program lb_from_container in the object".into()))?
+/// The datapath's programs: from containers (veth ingress), from and to
+/// the world (the node's underlay interface, ingress and egress).
+pub const PROGRAMS: [&str; 3] = ["lb_from_container", "lb_from_world", "lb_to_world"];
+
+/// One of the datapath's programs in a loaded object.
+fn program<'a>(bpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut aya::programs::SchedClassifier, DatapathError> {
+    bpf.program_mut(name)
+        .ok_or_else(|| DatapathError::Load(format!("no program {name} in the object")))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| DatapathError::Load(e.to_string()))
 }
@@ -542,13 +579,52 @@ fn ifindex_exists(i: u32) -> bool {
     !unsafe { libc::if_indextoname(i, buf.as_mut_ptr()) }.is_null()
 }
 
-/// Link pins under `root/links`: (path, interface name, interface index).
-fn pinned_links(root: &std::path::Path) -> Vec<(std::path::PathBuf, String, u32)> {
+/// Where a program hooks in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hook {
+    FromContainer,
+    FromWorld,
+    ToWorld,
+}
+
+impl Hook {
+    fn program(self) -> &'static str {
+        match self {
+            Hook::FromContainer => PROGRAMS[0],
+            Hook::FromWorld => PROGRAMS[1],
+            Hook::ToWorld => PROGRAMS[2],
+        }
+    }
+    fn attach_type(self) -> aya::programs::TcAttachType {
+        match self {
+            Hook::ToWorld => aya::programs::TcAttachType::Egress,
+            _ => aya::programs::TcAttachType::Ingress,
+        }
+    }
+    /// After `<ifname>@<ifindex>` in the pin's name.
+    fn suffix(self) -> &'static str {
+        match self {
+            Hook::FromContainer => "",
+            Hook::FromWorld => ".from_world",
+            Hook::ToWorld => ".to_world",
+        }
+    }
+}
+
+/// Link pins under `root/links`: (path, interface name, index, hook).
+fn pinned_links(root: &std::path::Path) -> Vec<(std::path::PathBuf, String, u32, Hook)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(root.join("links")).into_iter().flatten().flatten() {
         let file = e.file_name().to_string_lossy().into_owned();
-        if let Some((name, index)) = file.rsplit_once('@').and_then(|(n, i)| Some((n.to_owned(), i.parse().ok()?))) {
-            out.push((e.path(), name, index));
+        let Some((name, rest)) = file.rsplit_once('@') else { continue };
+        let (index, hook) = match rest.split_once('.') {
+            None => (rest, Hook::FromContainer),
+            Some((i, "from_world")) => (i, Hook::FromWorld),
+            Some((i, "to_world")) => (i, Hook::ToWorld),
+            Some(_) => continue,
+        };
+        if let Ok(index) = index.parse() {
+            out.push((e.path(), name.to_owned(), index, hook));
         }
     }
     out
@@ -616,7 +692,9 @@ impl Kernel {
             loader.map_pin_path(m, p.as_path());
         }
         let mut bpf = loader.load(crate::OBJECT).map_err(|e| DatapathError::Load(e.to_string()))?;
-        program(&mut bpf)?.load().map_err(|e| DatapathError::Load(e.to_string()))?;
+        for name in PROGRAMS {
+            program(&mut bpf, name)?.load().map_err(|e| DatapathError::Load(format!("{name}: {e}")))?;
+        }
         Ok(Kernel { bpf, ids, links: Vec::new(), root: root.map(|r| r.to_path_buf()) })
     }
 
@@ -661,7 +739,7 @@ impl Kernel {
         }
         let Some(root) = &self.root else { return 0 };
         let mut gone = 0;
-        for (path, name, index) in pinned_links(root) {
+        for (path, name, index, _) in pinned_links(root) {
             if ifindex(&name) != Some(index) && std::fs::remove_file(path).is_ok() {
                 gone += 1;
             }
@@ -673,11 +751,42 @@ impl Kernel {
     /// instance's links when unpinned), sorted.
     pub fn attached(&self) -> Vec<String> {
         let mut out: Vec<String> = match &self.root {
-            Some(root) => pinned_links(root).into_iter().map(|(_, name, _)| name).collect(),
-            None => self.links.iter().map(|(n, _)| n.clone()).collect(),
+            Some(root) => pinned_links(root).into_iter().map(|(_, name, _, _)| name).collect(),
+            None => self.links.iter().map(|(n, _, _)| n.clone()).collect(),
         };
         out.sort();
+        out.dedup();
         out
+    }
+
+    fn attach_one(&mut self, ifname: &str, hook: Hook) -> Result<(), DatapathError> {
+        let attach_err = |why: String| DatapathError::Attach { ifname: ifname.to_owned(), why };
+        let index = ifindex(ifname).ok_or_else(|| attach_err("no such interface".into()))?;
+        let pin = self.root.as_ref().map(|r| r.join("links").join(format!("{ifname}@{index}{}", hook.suffix())));
+        if let Some(pin) = pin.as_ref().filter(|p| p.exists()) {
+            // Re-adopted: the link now runs this instance's program (an
+            // upgraded netd's), swapped atomically under live traffic.
+            let prog = program(&mut self.bpf, hook.program())?;
+            return replace_program(pin, prog).map_err(|e| attach_err(format!("update {}: {e}", pin.display())));
+        }
+        if let Some(root) = &self.root {
+            for (path, name, _, h) in pinned_links(root) {
+                if name == ifname && h == hook {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        let prog = program(&mut self.bpf, hook.program())?;
+        let id = prog.attach(ifname, hook.attach_type()).map_err(|e| attach_err(e.to_string()))?;
+        let Some(pin) = pin else {
+            self.links.push((ifname.to_owned(), hook, id));
+            return Ok(());
+        };
+        let link = prog.take_link(id).map_err(|e| attach_err(e.to_string()))?;
+        let fd: aya::programs::links::FdLink =
+            link.try_into().map_err(|e: aya::programs::links::LinkError| attach_err(e.to_string()))?;
+        fd.pin(&pin).map_err(|e| attach_err(format!("pin {}: {e}", pin.display())))?;
+        Ok(())
     }
 
     /// Services known (for inspection and tests).
@@ -688,8 +797,8 @@ impl Kernel {
     /// Detaches from every interface this instance attached to (in the
     /// calling thread's namespace for pinned links, whose pins go).
     pub fn detach_all(&mut self) -> Result<(), DatapathError> {
-        let prog = program(&mut self.bpf)?;
-        for (ifname, id) in self.links.drain(..) {
+        for (ifname, hook, id) in std::mem::take(&mut self.links) {
+            let prog = program(&mut self.bpf, hook.program())?;
             prog.detach(id).map_err(|e| DatapathError::Attach { ifname, why: e.to_string() })?;
         }
         if let Some(root) = &self.root {
@@ -749,7 +858,9 @@ impl Kernel {
             let t = new_table(&plan.table)?;
             self.tables()?.insert(v.id, &t, 0).map_err(map_err("lb_maglev"))?;
         }
-        self.hash::<u32, u32>("lb_vips")?.insert(k.addr[0], 1, 0).map_err(map_err("lb_vips"))?;
+        if v.flags & maps::SVC_NORTH_SOUTH == 0 {
+            self.hash::<u32, u32>("lb_vips")?.insert(k.addr[0], 1, 0).map_err(map_err("lb_vips"))?;
+        }
         let mut svc = self.hash::<SvcKey, Svc>("lb_services")?;
         svc.insert(k, v, 0).map_err(map_err("lb_services"))?;
         if plan.table.is_empty() {
@@ -809,7 +920,12 @@ impl Kernel {
             write_table(t.fd().as_fd(), &p.table)?;
         }
         let (keys, values): (Vec<SvcKey>, Vec<Svc>) = plans.iter().filter_map(|p| p.service).unzip();
-        let vips: std::collections::BTreeSet<u32> = keys.iter().map(|k| k.addr[0]).collect();
+        let vips: std::collections::BTreeSet<u32> = plans
+            .iter()
+            .filter_map(|p| p.service)
+            .filter(|(_, v)| v.flags & maps::SVC_NORTH_SOUTH == 0)
+            .map(|(k, _)| k.addr[0])
+            .collect();
         let vips: Vec<u32> = vips.into_iter().collect();
         update_batch(self.fd("lb_vips")?, &vips, &vec![1u32; vips.len()])
             .map_err(|e| DatapathError::Map { map: "lb_vips", why: format!("batched update: {e}") })?;
@@ -846,35 +962,15 @@ impl Datapath for Kernel {
     /// from 6.6, no qdisc needed). When pinned, the link is pinned too
     /// (`links/<ifname>@<ifindex>`): it outlives this process, and an
     /// interface whose link is pinned already keeps it, switched to this
-    /// instance's program (re-adopted, or upgraded). A pin left by an earlier interface of the same name goes.
+    /// instance's program (re-adopted, or upgraded). A pin left by an
+    /// earlier interface of the same name goes.
     fn attach(&mut self, ifname: &str) -> Result<(), DatapathError> {
-        let attach_err = |why: String| DatapathError::Attach { ifname: ifname.to_owned(), why };
-        let index = ifindex(ifname).ok_or_else(|| attach_err("no such interface".into()))?;
-        let pin = self.root.as_ref().map(|r| r.join("links").join(format!("{ifname}@{index}")));
-        if let Some(pin) = pin.as_ref().filter(|p| p.exists()) {
-            // Re-adopted: the link now runs this instance's program (an
-            // upgraded netd's), swapped atomically under live traffic.
-            let prog = program(&mut self.bpf)?;
-            return replace_program(pin, prog).map_err(|e| attach_err(format!("update {}: {e}", pin.display())));
-        }
-        if let Some(root) = &self.root {
-            for (path, name, _) in pinned_links(root) {
-                if name == ifname {
-                    let _ = std::fs::remove_file(path);
-                }
-            }
-        }
-        let prog = program(&mut self.bpf)?;
-        let id = prog.attach(ifname, aya::programs::TcAttachType::Ingress).map_err(|e| attach_err(e.to_string()))?;
-        let Some(pin) = pin else {
-            self.links.push((ifname.to_owned(), id));
-            return Ok(());
-        };
-        let link = prog.take_link(id).map_err(|e| attach_err(e.to_string()))?;
-        let fd: aya::programs::links::FdLink =
-            link.try_into().map_err(|e: aya::programs::links::LinkError| attach_err(e.to_string()))?;
-        fd.pin(&pin).map_err(|e| attach_err(format!("pin {}: {e}", pin.display())))?;
-        Ok(())
+        self.attach_one(ifname, Hook::FromContainer)
+    }
+
+    fn attach_world(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        self.attach_one(ifname, Hook::FromWorld)?;
+        self.attach_one(ifname, Hook::ToWorld)
     }
 
     fn flows(&self) -> Result<Vec<Flow>, DatapathError> {
@@ -953,6 +1049,7 @@ mod tests {
                 .iter()
                 .map(|(i, s)| BackendSpec { addr: Ipv4Addr::new(10, 0, 0, *i), port: 8080, weight: 1, state: *s })
                 .collect(),
+            mode: Default::default(),
         }
     }
 

@@ -98,6 +98,16 @@ pub const CT_FORWARD: u8 = 0;
 pub const CT_REPLY: u8 = 1;
 pub const CT_SEEN_REPLY: u16 = 1;
 pub const CT_CLOSING: u16 = 2;
+pub const CT_NORTH_SOUTH: u16 = 4;
+pub const CT_SNAT: u16 = 8;
+/// `struct lb_svc.flags`: a published port (balanced for traffic from
+/// outside the node only), and whether its clients are masqueraded.
+pub const SVC_NORTH_SOUTH: u32 = 1;
+pub const SVC_SNAT: u32 = 2;
+/// Marks the datapath puts on north-south packets (netd's nftables table
+/// lets them into the bridge, and masquerades the SNAT ones).
+pub const MARK_NORTH_SOUTH: u32 = 0x1000_0000;
+pub const MARK_SNAT: u32 = 0x2000_0000;
 
 // SAFETY: plain #[repr(C)] structs of integers with explicit padding
 // fields (here and below): every bit pattern is a valid value.

@@ -81,6 +81,7 @@ pub fn service(port: u16, proto: Proto, b1: BackendState) -> ServiceSpec {
             BackendSpec { addr: B1, port: port + 8000, weight: 1, state: b1 },
             BackendSpec { addr: B2, port: port + 8000, weight: 1, state: BackendState::Active },
         ],
+        mode: Default::default(),
     }
 }
 

@@ -238,6 +238,7 @@ pub fn specs(s: &ServiceRecord) -> Vec<ServiceSpec> {
                     },
                 })
                 .collect(),
+            mode: Default::default(),
         })
         .collect()
 }

@@ -95,6 +95,7 @@ fn loaded(extra: u32, table: u32) -> Result<Kernel> {
             port: 80,
             proto: Proto::Tcp,
             backends: backends.clone(),
+            mode: Default::default(),
         })
         .collect();
     dp.upsert_services(&svcs)?;
@@ -257,6 +258,7 @@ fn many(n: u32, per: u32) -> Vec<ServiceSpec> {
                     state: BackendState::Active,
                 })
                 .collect(),
+            mode: Default::default(),
         })
         .collect()
 }
@@ -435,6 +437,7 @@ fn peer(t: &Topo, rounds: usize, requests: usize, connections: usize) -> Result<
         backends: [B1, integration::lbtopo::B2]
             .map(|addr| BackendSpec { addr, port: 9090, weight: 1, state: BackendState::Active })
             .to_vec(),
+        mode: Default::default(),
     };
     let (mut small, mut big) = (vec![real.clone()], vec![real]);
     small.extend(many(9, 10));
