@@ -24,6 +24,11 @@ pub(crate) enum LbCmd {
         /// ADDR[,weight=N][,state=active|draining|gone] (repeatable)
         #[arg(short = 'b', long = "backend")]
         backends: Vec<String>,
+        /// NODEPORT:PORT[/tcp|/udp][,mode=snat|preserve] (repeatable): the
+        /// service's PORT also answers on NODEPORT of the node's addresses;
+        /// backends see the node (snat, the default) or the client (preserve)
+        #[arg(long = "publish")]
+        publish: Vec<String>,
     },
     /// Change one backend of a service (add it if new)
     Backend {
@@ -69,6 +74,36 @@ pub(crate) fn parse_port(spec: &str) -> anyhow::Result<Value> {
     Ok(json!({"Protocol": proto, "Port": num(port)?, "TargetPort": num(target)?}))
 }
 
+/// Applies `NODEPORT:PORT[/PROTO][,mode=M]` to the matching port object.
+pub(crate) fn apply_publish(ports: &mut [Value], spec: &str) -> anyhow::Result<()> {
+    let (head, mode) = match spec.split_once(',') {
+        None => (spec, None),
+        Some((h, "mode=snat")) => (h, Some("snat")),
+        Some((h, "mode=preserve")) => (h, Some("preserve")),
+        Some((_, other)) => anyhow::bail!("publish {spec:?}: {other:?} is not mode=snat or mode=preserve"),
+    };
+    let (ports_part, proto) = head.split_once('/').unwrap_or((head, "tcp"));
+    let Some((node, port)) = ports_part.split_once(':') else {
+        anyhow::bail!("publish {spec:?}: expected NODEPORT:PORT");
+    };
+    let num = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| anyhow::anyhow!("publish {spec:?}: {p:?} is not a port number (1-65535)"))
+    };
+    let (node, port) = (num(node)?, num(port)?);
+    let target = ports
+        .iter_mut()
+        .find(|p| p["Port"] == json!(port) && p["Protocol"] == json!(proto))
+        .ok_or_else(|| anyhow::anyhow!("publish {spec:?}: the service has no port {port}/{proto} (give it with -p)"))?;
+    target["PublishedPort"] = json!(node);
+    if let Some(m) = mode {
+        target["PublishMode"] = json!(m);
+    }
+    Ok(())
+}
+
 /// `ADDR[,weight=N][,state=S]` as the API's backend object.
 pub(crate) fn parse_backend(spec: &str) -> anyhow::Result<Value> {
     let mut parts = spec.split(',');
@@ -109,11 +144,15 @@ fn ports_text(v: &Value) -> String {
         .flatten()
         .map(|p| {
             let (port, target) = (&p["Port"], &p["TargetPort"]);
-            if port == target {
+            let mut t = if port == target {
                 format!("{port}/{}", s(p, "Protocol"))
             } else {
                 format!("{port}->{target}/{}", s(p, "Protocol"))
+            };
+            if let Some(n) = p["PublishedPort"].as_u64() {
+                t.push_str(&format!(" (*:{n} {})", s(p, "PublishMode")));
             }
+            t
         })
         .collect();
     ports.join(",")
@@ -121,8 +160,11 @@ fn ports_text(v: &Value) -> String {
 
 pub(crate) async fn run(c: &Client, cmd: LbCmd, json_out: bool) -> anyhow::Result<()> {
     match cmd {
-        LbCmd::Create { name, vip, ports, backends } => {
-            let ports = ports.iter().map(|p| parse_port(p)).collect::<anyhow::Result<Vec<_>>>()?;
+        LbCmd::Create { name, vip, ports, backends, publish } => {
+            let mut ports = ports.iter().map(|p| parse_port(p)).collect::<anyhow::Result<Vec<_>>>()?;
+            for p in &publish {
+                apply_publish(&mut ports, p)?;
+            }
             let backends = backends.iter().map(|b| parse_backend(b)).collect::<anyhow::Result<Vec<_>>>()?;
             let body = json!({"Name": name, "VIP": vip, "Ports": ports, "Backends": backends});
             let v = c.call(Method::POST, "/lb/services", Some(&body)).await?;
@@ -215,6 +257,25 @@ pub(crate) async fn run(c: &Client, cmd: LbCmd, json_out: bool) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publish_marks_the_matching_port() {
+        let mut ports = vec![parse_port("80:8080").unwrap(), parse_port("53/udp").unwrap()];
+        apply_publish(&mut ports, "30080:80").unwrap();
+        apply_publish(&mut ports, "30053:53/udp,mode=preserve").unwrap();
+        assert_eq!(ports[0]["PublishedPort"], 30080);
+        assert!(ports[0].get("PublishMode").is_none(), "the daemon's default (snat)");
+        assert_eq!((&ports[1]["PublishedPort"], &ports[1]["PublishMode"]), (&json!(30053), &json!("preserve")));
+        for (bad, why) in [
+            ("30080", "expected NODEPORT:PORT"),
+            ("30080:81", "no port 81/tcp"),
+            ("30080:80,mode=dsr", "not mode=snat or mode=preserve"),
+            ("0:80", "not a port number"),
+        ] {
+            let e = apply_publish(&mut ports, bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn ports_and_backends_parse_or_say_why() {

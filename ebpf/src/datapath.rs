@@ -601,12 +601,12 @@ impl Hook {
             _ => aya::programs::TcAttachType::Ingress,
         }
     }
-    /// After `<ifname>@<ifindex>` in the pin's name.
+    /// After `<ifname>@<ifindex>` in the pin's name (bpffs refuses dots).
     fn suffix(self) -> &'static str {
         match self {
             Hook::FromContainer => "",
-            Hook::FromWorld => ".from_world",
-            Hook::ToWorld => ".to_world",
+            Hook::FromWorld => "@from_world",
+            Hook::ToWorld => "@to_world",
         }
     }
 }
@@ -616,13 +616,13 @@ fn pinned_links(root: &std::path::Path) -> Vec<(std::path::PathBuf, String, u32,
     let mut out = Vec::new();
     for e in std::fs::read_dir(root.join("links")).into_iter().flatten().flatten() {
         let file = e.file_name().to_string_lossy().into_owned();
-        let Some((name, rest)) = file.rsplit_once('@') else { continue };
-        let (index, hook) = match rest.split_once('.') {
-            None => (rest, Hook::FromContainer),
-            Some((i, "from_world")) => (i, Hook::FromWorld),
-            Some((i, "to_world")) => (i, Hook::ToWorld),
-            Some(_) => continue,
+        // bpffs names cannot hold a dot: `<ifname>@<index>[@<hook>]`.
+        let (head, hook) = match file.rsplit_once('@') {
+            Some((h, "from_world")) => (h, Hook::FromWorld),
+            Some((h, "to_world")) => (h, Hook::ToWorld),
+            _ => (file.as_str(), Hook::FromContainer),
         };
+        let Some((name, index)) = head.rsplit_once('@') else { continue };
         if let Ok(index) = index.parse() {
             out.push((e.path(), name.to_owned(), index, hook));
         }

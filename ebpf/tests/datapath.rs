@@ -449,3 +449,93 @@ fn arp_requests_for_a_vip_are_answered_with_the_gateway_mac() {
         assert_eq!(lab.run(&pkt), (TC_ACT_OK, pkt.clone()));
     }
 }
+
+const NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
+
+/// Runs program `name` (loaded on first use) with a zeroed `__sk_buff`;
+/// returns the verdict, the packet and the mark it left on the skb.
+fn run_at(lab: &mut Lab, name: &str, pkt: &[u8]) -> (u32, Vec<u8>, u32) {
+    let prog: &mut SchedClassifier = lab.bpf.program_mut(name).unwrap().try_into().unwrap();
+    if prog.fd().is_err() {
+        prog.load().expect("the verifier accepts the program");
+    }
+    let ctx_in = [0u8; 192]; // sizeof(struct __sk_buff)
+    let mut ctx_out = [0u8; 192];
+    let mut out = vec![0u8; pkt.len() + 256];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(pkt),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx_in),
+            ctx_out: Some(&mut ctx_out),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out, u32::from_ne_bytes(ctx_out[8..12].try_into().unwrap()))
+}
+
+/// A published port on NODE:8080/tcp over the same backends (id 30).
+fn publish(lab: &mut Lab, flags: u32) {
+    let key = SvcKey { addr: [be(NODE), 0, 0, 0], port: 8080u16.to_be(), proto: 6, family: maps::FAMILY_V4 };
+    let mut svcs: HashMap<_, SvcKey, Svc> = HashMap::try_from(lab.bpf.map_mut("lb_services").unwrap()).unwrap();
+    svcs.insert(key, Svc { id: 30, table_size: M, flags, ..Default::default() }, 0).unwrap();
+    let mut m: aya::maps::HashOfMaps<_, u32, aya::maps::Array<aya::maps::MapData, u32>> =
+        aya::maps::HashOfMaps::try_from(lab.bpf.map_mut("lb_maglev").unwrap()).unwrap();
+    let mut t = aya::maps::Array::<aya::maps::MapData, u32>::create(M, ebpf::maps::TABLE_FLAGS).unwrap();
+    for (slot, id) in lab.table.iter().enumerate() {
+        t.set(slot as u32, id, 0).unwrap();
+    }
+    m.insert(30, &t, 0).unwrap();
+}
+
+#[test]
+fn published_ports_serve_the_world_and_reply_where_they_leave_the_node() {
+    if !root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    publish(&mut lab, maps::SVC_NORTH_SOUTH | maps::SVC_SNAT);
+    let syn = tcp_flag(OUTSIDE, 40000, NODE, 8080, Some("syn"));
+    // From a container: a published port is not a VIP; untouched.
+    assert_eq!(run_at(&mut lab, "lb_from_container", &syn).1, syn);
+    // A VIP is not reachable from the world.
+    let to_vip = tcp_flag(OUTSIDE, 40000, VIP, 80, Some("syn"));
+    assert_eq!(run_at(&mut lab, "lb_from_world", &to_vip), (TC_ACT_OK, to_vip.clone(), 0));
+    // From the world: DNAT to a backend, marked for nftables (forward and
+    // masquerade).
+    let (rc, out, mark) = run_at(&mut lab, "lb_from_world", &syn);
+    assert_eq!(rc, TC_ACT_OK);
+    let (src, sport, dst, dport) = parse(&out);
+    assert_eq!((src, sport, dport), (OUTSIDE, 40000, 8080));
+    assert!(BACKENDS.contains(&dst), "{dst}");
+    assert_eq!(mark, maps::MARK_NORTH_SOUTH | maps::MARK_SNAT);
+    // Later packets of the flow: same backend, marked again.
+    let (_, out2, mark2) = run_at(&mut lab, "lb_from_world", &tcp(OUTSIDE, 40000, NODE, 8080));
+    assert_eq!(parse(&out2).2, dst);
+    assert_eq!(mark2, mark);
+    // The backend's reply: not rewritten at its veth (the node address
+    // would be a martian source coming in on a bridge) ...
+    let reply = tcp(dst, 8080, OUTSIDE, 40000);
+    assert_eq!(run_at(&mut lab, "lb_from_container", &reply).1, reply);
+    // ... but where it leaves the node: the client sees the node's port.
+    let (rc, out, _) = run_at(&mut lab, "lb_to_world", &reply);
+    assert_eq!(rc, TC_ACT_OK);
+    assert_eq!(parse(&out), (NODE, 8080, OUTSIDE, 40000));
+
+    // Source-preserving mode: the same, without the SNAT mark.
+    publish(&mut lab, maps::SVC_NORTH_SOUTH);
+    let (_, out, mark) = run_at(&mut lab, "lb_from_world", &tcp_flag(OUTSIDE, 40001, NODE, 8080, Some("syn")));
+    assert_eq!(parse(&out).0, OUTSIDE);
+    assert_eq!(mark, maps::MARK_NORTH_SOUTH);
+
+    // East-west replies are not touched on the way out of the node, and
+    // the world program never reverse-NATs.
+    let (_, out, _) = run_at(&mut lab, "lb_from_container", &tcp_flag(CLIENT, 5555, VIP, 80, Some("syn")));
+    let ew_backend = parse(&out).2;
+    let ew_reply = tcp(ew_backend, 8080, CLIENT, 5555);
+    assert_eq!(run_at(&mut lab, "lb_to_world", &ew_reply).1, ew_reply);
+    assert_eq!(run_at(&mut lab, "lb_from_world", &ew_reply).1, ew_reply);
+    assert_eq!(parse(&run_at(&mut lab, "lb_from_container", &ew_reply).1).0, VIP);
+}

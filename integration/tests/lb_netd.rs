@@ -177,3 +177,77 @@ fn link_program(bpf_root: &Path) -> u64 {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
     v["prog_id"].as_u64().expect("prog_id")
 }
+
+/// Published service ports, from a client on another node of the underlay:
+/// balanced over both backends, in SNAT mode (backends see the bridge's
+/// gateway address, as with Docker's routing mesh) and in source-preserving
+/// mode (backends see the client); replies leave through the node that got
+/// the request and come from its published port; a netd restart keeps them.
+#[test]
+fn published_ports_reach_backends_with_snat_or_the_client_source_kept() {
+    if !require_root("published_ports_reach_backends_with_snat_or_the_client_source_kept") {
+        return;
+    }
+    let lab = Lab::new(2).unwrap();
+    let (n, outside) = (lab.node(0), lab.node(1));
+    ebpf::datapath::ensure_bpffs(&n.bpf_root()).unwrap();
+    let _bpffs = Bpffs(n.bpf_root());
+    n.start_netd(&["--lb-interface", "eth0"]).unwrap();
+    ok(n.netctl(&["network", "create", "--subnet", "10.77.0.0/24", "front"]));
+    let mut servers = Vec::new();
+    let mut backends = Vec::new();
+    for b in ["b1", "b2"] {
+        ok(n.netctl(&["run", "-d", "--network", "front", "--name", b, "busybox", "sleep", "600"]));
+        let pid = container(n, b)["State"]["Pid"].as_u64().unwrap() as u32;
+        servers.push(integration::probe::Servers::start(&ns_of(pid), 8080, b).unwrap());
+        backends.push(ip_of(n, b));
+    }
+    let args = |name: &str, vip: &str, port: &str, publish: &str| -> Vec<String> {
+        let mut v: Vec<String> = ["lb", "create", name, "--vip", vip, "-p", port, "--publish", publish]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for b in &backends {
+            v.extend(["-b".to_owned(), b.clone()]);
+        }
+        v
+    };
+    let run = |v: Vec<String>| ok(n.netctl(&v.iter().map(String::as_str).collect::<Vec<_>>()));
+    run(args("snat", "10.77.0.250", "80:8080", "30080:80"));
+    run(args("keep", "10.77.0.251", "81:8080", "30081:81,mode=preserve"));
+    run(args("dns", "10.77.0.252", "53:8080/udp", "30053:53/udp"));
+    let ls = ok(n.netctl(&["lb", "ls"]));
+    assert!(ls.contains("(*:30080 snat)") && ls.contains("(*:30081 preserve)"), "{ls}");
+
+    let world = std::path::PathBuf::from(format!("/run/netns/{}", outside.netns.name));
+    let gateway = "10.77.0.1";
+    let check = |when: &str| {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..12 {
+            let got = integration::probe::tcp(&world, n.addr, 30080, Duration::from_secs(2))
+                .unwrap_or_else(|| panic!("{when}: TCP to the published port (snat)"));
+            let (who, from) = got.split_once('@').unwrap();
+            assert_eq!(from, gateway, "{when}: SNAT mode: the backend sees the node's gateway address");
+            seen.insert(who.to_owned());
+            let got = integration::probe::tcp(&world, n.addr, 30081, Duration::from_secs(2))
+                .unwrap_or_else(|| panic!("{when}: TCP to the published port (preserve)"));
+            assert_eq!(got.split_once('@').unwrap().1, outside.addr.to_string(), "{when}: the client's own address");
+        }
+        assert_eq!(seen.len(), 2, "{when}: both backends serve: {seen:?}");
+        let got = integration::probe::udp(&world, n.addr, 30053, Duration::from_secs(2))
+            .unwrap_or_else(|| panic!("{when}: UDP to the published port"));
+        assert!(got.ends_with(&format!("@{gateway}")), "{when}: {got}");
+    };
+    check("first");
+    // The VIPs are for containers, not for the world (no route there
+    // either); the node's own ports that no service publishes stay closed.
+    assert_eq!(integration::probe::tcp(&world, n.addr, 30099, Duration::from_millis(500)), None);
+
+    n.kill_netd().unwrap();
+    check("with netd dead");
+    n.start_netd(&["--lb-interface", "eth0"]).unwrap();
+    check("after the restart");
+    let ct = ok(n.netctl(&["lb", "conntrack", "--limit", "1000"]));
+    assert!(ct.contains(&format!("{}:30080", n.addr)), "{ct}");
+    drop(servers);
+}

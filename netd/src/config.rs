@@ -98,6 +98,10 @@ pub struct Flags {
     /// Parent cgroup (name) for containers [default: netd]
     #[arg(long, value_name = "NAME")]
     pub cgroup_parent: Option<String>,
+    /// Interface where published service ports answer (repeatable)
+    /// [default: those carrying an IPv4 default route]
+    #[arg(long = "lb-interface", value_name = "IFNAME")]
+    pub lb_interfaces: Vec<String>,
     /// Address other nodes reach this one on (gossip), IP[:PORT] [default: the first global IPv4 address]
     #[arg(long, value_name = "ADDR")]
     pub advertise_addr: Option<String>,
@@ -139,6 +143,9 @@ pub struct FileConfig {
     pub lb_table_size: Option<u32>,
     /// Parent cgroup name for containers ([a-zA-Z0-9_.-]). Default `netd`.
     pub cgroup_parent: Option<String>,
+    /// Interfaces where published service ports answer. Default: those
+    /// carrying an IPv4 default route.
+    pub lb_interfaces: Option<Vec<String>>,
     /// Whether traffic bridged between containers of one network also goes
     /// through the IP firewall hooks (br_netfilter). Default `false`: netd
     /// sets `net.bridge.bridge-nf-call-{iptables,ip6tables,arptables}` to 0 in
@@ -190,6 +197,8 @@ pub struct Config {
     pub reconcile_interval: Duration,
     pub shutdown_timeout: Duration,
     pub lb_table_size: u32,
+    /// None: the interfaces of the IPv4 default routes (found at start).
+    pub lb_interfaces: Option<Vec<String>>,
     pub cgroup_parent: String,
     pub bridge_netfilter: bool,
     pub gossip: GossipConfig,
@@ -300,6 +309,16 @@ impl Config {
                 format!("{lb_table_size} is not a prime in 251..=65521 (e.g. 16381, 32749, 65521)"),
             );
         }
+        let lb_interfaces =
+            if flags.lb_interfaces.is_empty() { file.lb_interfaces } else { Some(flags.lb_interfaces.clone()) };
+        for i in lb_interfaces.iter().flatten() {
+            if i.is_empty() || i.len() > 15 || i.contains(['/', ':']) || i.chars().any(char::is_whitespace) {
+                return invalid(
+                    "lb-interface",
+                    format!("{i:?} is not an interface name (1 to 15 characters, no /, : or spaces)"),
+                );
+            }
+        }
         let cgroup_parent = flags.cgroup_parent.clone().or(file.cgroup_parent).unwrap_or_else(|| "netd".into());
         if !crate::model::valid_name(&cgroup_parent) {
             return invalid("cgroup-parent", format!("{cgroup_parent:?}: expected a name of [a-zA-Z0-9_.-]"));
@@ -366,6 +385,7 @@ impl Config {
             reconcile_interval: Duration::from_secs(reconcile_interval),
             shutdown_timeout: Duration::from_secs(shutdown_timeout),
             lb_table_size,
+            lb_interfaces,
         })
     }
 }
@@ -536,6 +556,11 @@ mod tests {
         }
         let c = Config::merge(&Flags::default(), parse("lb-table-size = 32749\n").unwrap()).unwrap();
         assert_eq!(c.lb_table_size, 32749);
+        let err = Config::merge(&Flags::default(), parse("lb-interfaces = [\"a/b\"]\n").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("not an interface name"), "{err}");
+        let flags = Flags { lb_interfaces: vec!["eth1".into()], ..Flags::default() };
+        let c = Config::merge(&flags, parse("lb-interfaces = [\"eth0\"]\n").unwrap()).unwrap();
+        assert_eq!(c.lb_interfaces, Some(vec!["eth1".to_owned()]), "flags win over the file");
     }
 
     #[test]

@@ -104,13 +104,24 @@ fn raise_nofile() {
     }
 }
 
-/// Loads the load balancer (pinned, re-adopting what a previous netd left)
-/// and programs the stored services into it.
-async fn load_lb(config: &Config, store: Store) -> Arc<Lb> {
+/// Loads the load balancer (pinned, re-adopting what a previous netd left),
+/// runs it where published ports arrive, and programs the stored services.
+async fn load_lb(config: &Config, store: Store, networks: &crate::network::Networks) -> Arc<Lb> {
     let (root, size) = (config.bpf_root.clone(), config.lb_table_size);
+    let world = match networks.underlay(config.lb_interfaces.as_deref()).await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "published service ports are off");
+            Vec::new()
+        }
+    };
     let lb = tokio::task::spawn_blocking(move || {
         let lb = Lb::load(store, &root, size);
         if lb.status().is_ok() {
+            match lb.set_world(&world) {
+                Ok(()) => tracing::info!(interfaces = ?world, "published service ports answer here"),
+                Err(e) => tracing::error!(error = %e, "published service ports are off"),
+            }
             match lb.restore() {
                 Ok(n) => tracing::info!(services = n, "services programmed"),
                 Err(e) => tracing::error!(error = %e, "cannot program the stored services"),
@@ -220,7 +231,7 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
     let networks = crate::network::Networks::connect(store.clone(), config.bridge_netfilter)?;
     networks.init().await?;
     runtime.set_networks(networks.clone());
-    let lb = load_lb(&config, store.clone()).await;
+    let lb = load_lb(&config, store.clone(), &networks).await;
     networks.set_lb(lb.clone());
     // Before adoption: re-adopted containers get their DNS sockets back.
     runtime.set_dns(crate::embedded_dns::EmbeddedDns::new(&config.dns));

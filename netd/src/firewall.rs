@@ -22,6 +22,11 @@ use std::net::Ipv4Addr;
 
 use crate::ipam::Ipv4Net;
 
+/// Marks of the eBPF datapath on published service traffic (`ebpf::maps`):
+/// let into the bridge; masquerade (SNAT mode).
+const LB_MARK_NORTH_SOUTH: u32 = ebpf::maps::MARK_NORTH_SOUTH;
+const LB_MARK_SNAT: u32 = ebpf::maps::MARK_SNAT;
+
 /// The table netd owns (family `ip`).
 pub const TABLE: &str = "netd";
 
@@ -121,6 +126,9 @@ pub fn render(rules: &Ruleset) -> String {
             p.container_port
         );
     }
+    // Published service ports, balanced (DNATed) by the eBPF datapath
+    // before conntrack sees them: the datapath marks them.
+    let _ = writeln!(s, "    meta mark & {LB_MARK_NORTH_SOUTH:#x} == {LB_MARK_NORTH_SOUTH:#x} accept");
     for b in &rules.bridges {
         let _ = writeln!(s, "    oifname \"{}\" drop", b.bridge);
         if b.internal {
@@ -129,6 +137,7 @@ pub fn render(rules: &Ruleset) -> String {
     }
     s.push_str("  }\n");
     s.push_str("  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n");
+    let _ = writeln!(s, "    meta mark & {LB_MARK_SNAT:#x} == {LB_MARK_SNAT:#x} masquerade");
     for b in &rules.bridges {
         let _ = writeln!(s, "    oifname \"{}\" ip saddr 127.0.0.0/8 masquerade", b.bridge);
         let _ = writeln!(s, "    oifname \"{}\" ip saddr {} ct status dnat masquerade", b.bridge, b.subnet);
@@ -204,6 +213,10 @@ mod tests {
                 < pos("oifname \"br-a\" drop")
         );
         assert!(pos("iifname \"br-a\" oifname \"br-a\" accept") < pos("oifname \"br-a\" drop"));
+        // Service traffic the eBPF datapath balanced from outside: in, and
+        // masqueraded in SNAT mode.
+        assert!(pos("meta mark & 0x10000000 == 0x10000000 accept") < pos("oifname \"br-a\" drop"));
+        pos("meta mark & 0x20000000 == 0x20000000 masquerade");
         pos("iifname \"br-i\" drop");
         pos("oifname != \"br-a\" ip saddr 172.18.0.0/16 masquerade");
         assert!(!s.contains("oifname != \"br-i\""), "internal networks are not masqueraded:\n{s}");

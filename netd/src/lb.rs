@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
-use ebpf::datapath::{BackendSpec, BackendState, Datapath, DatapathError, Proto, ServiceSpec, Timeouts};
+use ebpf::datapath::{BackendSpec, BackendState, Datapath, DatapathError, Mode, ServiceSpec, Timeouts};
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
@@ -52,10 +52,10 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn datapath(self) -> Proto {
+    fn datapath(self) -> ebpf::datapath::Proto {
         match self {
-            Protocol::Tcp => Proto::Tcp,
-            Protocol::Udp => Proto::Udp,
+            Protocol::Tcp => ebpf::datapath::Proto::Tcp,
+            Protocol::Udp => ebpf::datapath::Proto::Udp,
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -100,6 +100,27 @@ pub struct ServicePort {
     /// Defaults to `Port`.
     #[serde(rename = "TargetPort", default)]
     pub target_port: u16,
+    /// Also reachable from outside the node on this port of the node's
+    /// addresses (the routing mesh). 0: not published.
+    #[serde(rename = "PublishedPort", default, skip_serializing_if = "is_zero")]
+    pub published_port: u16,
+    /// How published traffic reaches backends.
+    #[serde(rename = "PublishMode", default, skip_serializing_if = "Option::is_none")]
+    pub publish_mode: Option<PublishMode>,
+}
+
+fn is_zero(p: &u16) -> bool {
+    *p == 0
+}
+
+/// What backends see as the source of published traffic: the node
+/// (`snat`, as Docker's routing mesh does) or the client (`preserve`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    #[default]
+    Snat,
+    Preserve,
 }
 
 fn tcp() -> Protocol {
@@ -178,6 +199,12 @@ pub fn validate(mut s: ServiceRecord, others: &[ServiceRecord]) -> Result<Servic
         if p.target_port == 0 {
             p.target_port = p.port;
         }
+        if p.published_port == 0 && p.publish_mode.is_some() {
+            return bad(format!("service {}: port {}: PublishMode without PublishedPort", s.name, p.port));
+        }
+        if p.published_port != 0 {
+            p.publish_mode.get_or_insert_default();
+        }
         if seen.insert((p.protocol, p.port), ()).is_some() {
             return bad(format!("service {}: port {}/{} listed twice", s.name, p.port, p.protocol.as_str()));
         }
@@ -200,7 +227,21 @@ pub fn validate(mut s: ServiceRecord, others: &[ServiceRecord]) -> Result<Servic
             return bad(format!("service {}: backend {} listed twice", s.name, b.addr));
         }
     }
+    let published: Vec<_> =
+        s.ports.iter().filter(|p| p.published_port != 0).map(|p| (p.protocol, p.published_port)).collect();
+    if published.len() != published.iter().collect::<std::collections::BTreeSet<_>>().len() {
+        return bad(format!("service {}: a published port is listed twice", s.name));
+    }
     for o in others.iter().filter(|o| o.name != s.name) {
+        for &(proto, port) in &published {
+            if o.ports.iter().any(|q| q.protocol == proto && q.published_port == port) {
+                return Err(LbError::Conflict(format!(
+                    "port {port}/{} of this node is already published by service {}",
+                    proto.as_str(),
+                    o.name
+                )));
+            }
+        }
         for p in &s.ports {
             if o.vip == s.vip && o.ports.iter().any(|q| q.protocol == p.protocol && q.port == p.port) {
                 return Err(LbError::Conflict(format!(
@@ -216,31 +257,39 @@ pub fn validate(mut s: ServiceRecord, others: &[ServiceRecord]) -> Result<Servic
     Ok(s)
 }
 
-/// What the datapath gets for a service: one entry per port.
-pub fn specs(s: &ServiceRecord) -> Vec<ServiceSpec> {
-    s.ports
-        .iter()
-        .map(|p| ServiceSpec {
-            addr: s.vip,
-            port: p.port,
-            proto: p.protocol.datapath(),
-            backends: s
-                .backends
-                .iter()
-                .map(|b| BackendSpec {
-                    addr: b.addr,
-                    port: p.target_port,
-                    weight: b.weight,
-                    state: match b.state {
-                        State::Active => BackendState::Active,
-                        State::Draining => BackendState::Draining,
-                        State::Gone => BackendState::Gone,
-                    },
-                })
-                .collect(),
-            mode: Default::default(),
-        })
-        .collect()
+/// What the datapath gets for a service: one entry per port, and one per
+/// published port and node address.
+pub fn specs(s: &ServiceRecord, node_addrs: &[Ipv4Addr]) -> Vec<ServiceSpec> {
+    let mut out = Vec::new();
+    for p in &s.ports {
+        let backends: Vec<BackendSpec> = s
+            .backends
+            .iter()
+            .map(|b| BackendSpec {
+                addr: b.addr,
+                port: p.target_port,
+                weight: b.weight,
+                state: match b.state {
+                    State::Active => BackendState::Active,
+                    State::Draining => BackendState::Draining,
+                    State::Gone => BackendState::Gone,
+                },
+            })
+            .collect();
+        let proto = p.protocol.datapath();
+        out.push(ServiceSpec { addr: s.vip, port: p.port, proto, backends: backends.clone(), mode: Mode::EastWest });
+        if p.published_port == 0 {
+            continue;
+        }
+        let mode = match p.publish_mode.unwrap_or_default() {
+            PublishMode::Snat => Mode::NorthSouthSnat,
+            PublishMode::Preserve => Mode::NorthSouthPreserve,
+        };
+        for a in node_addrs {
+            out.push(ServiceSpec { addr: *a, port: p.published_port, proto, backends: backends.clone(), mode });
+        }
+    }
+    out
 }
 
 /// What the datapath counted for one backend port.
@@ -275,6 +324,9 @@ pub struct Lb {
     /// Serializes writers (check, program, store) so two requests cannot
     /// both pass the conflict check.
     write: Mutex<()>,
+    /// The node's addresses published ports answer on (those of the
+    /// interfaces the world programs run on).
+    node_addrs: Mutex<Vec<Ipv4Addr>>,
 }
 
 impl std::fmt::Debug for Lb {
@@ -299,12 +351,12 @@ impl Lb {
                 Err(e.to_string())
             }
         };
-        Lb { store, dp, write: Mutex::new(()) }
+        Lb { store, dp, write: Mutex::new(()), node_addrs: Mutex::new(Vec::new()) }
     }
 
     /// A load balancer over any datapath (the recording fake in tests).
     pub fn with(store: Store, dp: Box<dyn Datapath + Send>) -> Lb {
-        Lb { store, dp: Ok(Mutex::new(dp)), write: Mutex::new(()) }
+        Lb { store, dp: Ok(Mutex::new(dp)), write: Mutex::new(()), node_addrs: Mutex::new(Vec::new()) }
     }
 
     fn dp(&self) -> Result<std::sync::MutexGuard<'_, Box<dyn Datapath + Send>>, LbError> {
@@ -319,11 +371,30 @@ impl Lb {
         self.dp.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
+    /// Runs the datapath for published ports on the node's interfaces
+    /// `ifaces` (name, IPv4 addresses): call before [`Lb::restore`].
+    pub fn set_world(&self, ifaces: &[(String, Vec<Ipv4Addr>)]) -> Result<(), LbError> {
+        let mut dp = self.dp()?;
+        let mut addrs = Vec::new();
+        for (name, a) in ifaces {
+            dp.attach_world(name)?;
+            addrs.extend(a);
+        }
+        *self.node_addrs.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
+        Ok(())
+    }
+
+    /// The node addresses published ports answer on.
+    pub fn node_addrs(&self) -> Vec<Ipv4Addr> {
+        self.node_addrs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Programs every stored service (at start: tables of re-adopted
     /// services are rewritten in place, so tracked flows keep going).
     pub fn restore(&self) -> Result<usize, LbError> {
         let all = self.store.all::<ServiceRecord>()?;
-        let specs: Vec<ServiceSpec> = all.iter().flat_map(specs).collect();
+        let addrs = self.node_addrs();
+        let specs: Vec<ServiceSpec> = all.iter().flat_map(|s| specs(s, &addrs)).collect();
         self.dp()?.upsert_services(&specs)?;
         Ok(all.len())
     }
@@ -348,18 +419,19 @@ impl Lb {
         let old = all.iter().find(|o| o.name == s.name).cloned();
         let mut s = validate(s, &all)?;
         s.created = old.as_ref().map(|o| o.created.clone()).unwrap_or_else(|| jiff::Timestamp::now().to_string());
+        let addrs = self.node_addrs();
         let mut dp = self.dp()?;
-        let new_specs = specs(&s);
+        let new_specs = specs(&s, &addrs);
         if let Err(e) = dp.upsert_services(&new_specs) {
             // Put back what was there (a partial write may have landed).
-            let back = old.as_ref().map(specs).unwrap_or_default();
+            let back = old.as_ref().map(|o| specs(o, &addrs)).unwrap_or_default();
             let _ = dp.upsert_services(&back);
             for n in new_specs.iter().filter(|n| !back.iter().any(|b| same_key(b, n))) {
                 let _ = dp.delete_service(n.addr, n.port, n.proto);
             }
             return Err(e.into());
         }
-        for o in old.iter().flat_map(specs).filter(|o| !new_specs.iter().any(|n| same_key(n, o))) {
+        for o in old.iter().flat_map(|o| specs(o, &addrs)).filter(|o| !new_specs.iter().any(|n| same_key(n, o))) {
             dp.delete_service(o.addr, o.port, o.proto)?;
         }
         self.store.put_all(std::slice::from_ref(&s))?;
@@ -370,8 +442,9 @@ impl Lb {
     pub fn remove(&self, name: &str) -> Result<ServiceRecord, LbError> {
         let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let s = self.store.get::<ServiceRecord>(name)?.ok_or_else(|| LbError::NotFound(name.to_owned()))?;
+        let addrs = self.node_addrs();
         let mut dp = self.dp()?;
-        for sp in specs(&s) {
+        for sp in specs(&s, &addrs) {
             match dp.delete_service(sp.addr, sp.port, sp.proto) {
                 Ok(()) | Err(DatapathError::NoService(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -457,12 +530,45 @@ mod tests {
     fn defaults_fill_in_and_each_port_is_a_datapath_service() {
         let s = validate(web(), &[]).unwrap();
         assert_eq!(s.ports[1].target_port, 53, "TargetPort defaults to Port");
-        let sp = specs(&s);
+        let sp = specs(&s, &[]);
         assert_eq!(sp.len(), 2);
-        assert_eq!((sp[0].port, sp[0].proto, sp[0].backends[0].port), (80, Proto::Tcp, 8080));
+        assert_eq!((sp[0].port, sp[0].proto, sp[0].backends[0].port), (80, ebpf::datapath::Proto::Tcp, 8080));
         assert_eq!(sp[1].backends[1].weight, 2);
         assert_eq!(sp[1].backends[1].state, BackendState::Draining);
         assert_eq!(sp[0].backends[0].weight, 1, "Weight defaults to 1");
+    }
+
+    #[test]
+    fn published_ports_become_one_service_per_node_address() {
+        let s = validate(
+            req(r#"{"Name":"web","VIP":"10.9.0.100","Ports":[{"Port":80,"TargetPort":8080,"PublishedPort":30080},
+                    {"Port":81,"PublishedPort":30081,"PublishMode":"preserve"}],"Backends":[{"Addr":"10.9.0.2"}]}"#),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.ports[0].publish_mode, Some(PublishMode::Snat), "snat is the default, as Docker's mesh");
+        let nodes = [Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)];
+        let sp = specs(&s, &nodes);
+        assert_eq!(sp.len(), 6, "each port: the VIP and both node addresses");
+        let ns: Vec<_> = sp.iter().filter(|x| x.mode != Mode::EastWest).map(|x| (x.addr, x.port, x.mode)).collect();
+        assert_eq!(
+            ns,
+            vec![
+                (nodes[0], 30080, Mode::NorthSouthSnat),
+                (nodes[1], 30080, Mode::NorthSouthSnat),
+                (nodes[0], 30081, Mode::NorthSouthPreserve),
+                (nodes[1], 30081, Mode::NorthSouthPreserve),
+            ]
+        );
+        assert!(sp.iter().filter(|x| x.port == 30080).all(|x| x.backends[0].port == 8080), "to the target port");
+        // A published port belongs to one service; a mode needs a port.
+        let mut other = req(r#"{"Name":"api","VIP":"10.9.0.101","Ports":[{"Port":80,"PublishedPort":30080}]}"#);
+        let e = validate(other.clone(), std::slice::from_ref(&s)).unwrap_err().to_string();
+        assert!(e.contains("port 30080/tcp of this node is already published by service web"), "{e}");
+        other.ports[0].published_port = 0;
+        other.ports[0].publish_mode = Some(PublishMode::Preserve);
+        let e = validate(other, &[]).unwrap_err().to_string();
+        assert!(e.contains("PublishMode without PublishedPort"), "{e}");
     }
 
     #[test]
@@ -512,7 +618,13 @@ mod tests {
         assert!(matches!(e, LbError::Conflict(_)), "{e}");
         assert!(e.to_string().contains("10.9.0.100:80/tcp is already service web"), "{e}");
         // Same VIP, another port: fine. Same name: a replacement, fine.
-        b.ports = vec![ServicePort { protocol: Protocol::Tcp, port: 443, target_port: 0 }];
+        b.ports = vec![ServicePort {
+            protocol: Protocol::Tcp,
+            port: 443,
+            target_port: 0,
+            published_port: 0,
+            publish_mode: None,
+        }];
         validate(b, std::slice::from_ref(&a)).unwrap();
         validate(web(), &[a]).unwrap();
     }
@@ -550,7 +662,8 @@ mod tests {
     #[test]
     fn without_a_datapath_calls_say_why() {
         let (_d, st) = store();
-        let lb = Lb { store: st, dp: Err("no BPF here".into()), write: Mutex::new(()) };
+        let lb = Lb::with(st, Box::new(ebpf::datapath::Recording::new()));
+        let lb = Lb { dp: Err("no BPF here".into()), ..lb };
         let e = lb.upsert(web()).unwrap_err().to_string();
         assert!(e.contains("not running on this node: no BPF here"), "{e}");
         assert!(lb.services().unwrap().is_empty());

@@ -221,6 +221,77 @@ impl Networks {
         Ok(out)
     }
 
+    /// The interfaces where traffic from outside the node arrives, with
+    /// their IPv4 addresses: `names`, or (None) those carrying an IPv4
+    /// default route. Named interfaces that do not exist are an error.
+    pub async fn underlay(&self, names: Option<&[String]>) -> Result<Vec<(String, Vec<Ipv4Addr>)>, NetError> {
+        use netlink_packet_route::address::AddressAttribute;
+        use netlink_packet_route::route::RouteAttribute;
+        let kernel = |e: rtnetlink::Error| NetError::Kernel(e.to_string());
+        let links: Vec<_> = self.nl.link().get().execute().try_collect().await.map_err(kernel)?;
+        let by_index: BTreeMap<u32, String> = links
+            .iter()
+            .filter_map(|l| {
+                l.attributes.iter().find_map(|a| match a {
+                    netlink_packet_route::link::LinkAttribute::IfName(n) => Some((l.header.index, n.clone())),
+                    _ => None,
+                })
+            })
+            .collect();
+        let wanted: Vec<u32> = match names {
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    by_index.iter().find(|(_, v)| *v == n).map(|(i, _)| *i).ok_or_else(|| {
+                        NetError::NotFound(format!("lb-interface {n}: no such interface in netd's network namespace"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            None => {
+                let routes: Vec<_> = self
+                    .nl
+                    .route()
+                    .get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build())
+                    .execute()
+                    .try_collect()
+                    .await
+                    .map_err(kernel)?;
+                let mut oifs: Vec<u32> = routes
+                    .iter()
+                    .filter(|r| {
+                        r.header.destination_prefix_length == 0
+                            && r.header.table == netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN
+                    })
+                    .filter_map(|r| {
+                        r.attributes.iter().find_map(|a| match a {
+                            RouteAttribute::Oif(i) => Some(*i),
+                            _ => None,
+                        })
+                    })
+                    .collect();
+                oifs.sort();
+                oifs.dedup();
+                oifs
+            }
+        };
+        let addrs: Vec<_> = self.nl.address().get().execute().try_collect().await.map_err(kernel)?;
+        Ok(wanted
+            .into_iter()
+            .filter_map(|i| {
+                let v4 = addrs
+                    .iter()
+                    .filter(|a| a.header.index == i)
+                    .flat_map(|a| &a.attributes)
+                    .filter_map(|a| match a {
+                        AddressAttribute::Address(std::net::IpAddr::V4(ip)) => Some(*ip),
+                        _ => None,
+                    })
+                    .collect();
+                Some((by_index.get(&i)?.clone(), v4))
+            })
+            .collect())
+    }
+
     fn taken(nets: &[NetworkRecord], except: Option<&NetworkId>) -> Vec<(Ipv4Net, String)> {
         nets.iter()
             .filter(|n| Some(&n.id) != except)
