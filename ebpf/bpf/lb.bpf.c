@@ -409,6 +409,92 @@ static __always_inline int lb(struct __sk_buff *skb, const int where)
 	return TC_ACT_OK;
 }
 
+/* Socket-level balancing: a container's socket that connects (or, UDP,
+ * sends) to a VIP is given a backend's address right there, so its packets
+ * need no NAT at all; the tc programs then see plain traffic to a backend. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct lb_sock);
+} lb_socks SEC(".maps");
+
+/* Points a socket asking for a VIP at one of its backends (same backend
+ * for the socket's life: the Maglev slot of its cookie). */
+static __always_inline void sock_pick(struct bpf_sock_addr *ctx, __u8 proto)
+{
+	struct lb_svc_key sk = {};
+	sk.addr[0] = ctx->user_ip4;
+	sk.port = (__be16)ctx->user_port;
+	sk.proto = proto;
+	sk.family = LB_FAMILY_V4;
+	struct lb_svc *svc = bpf_map_lookup_elem(&lb_services, &sk);
+	if (!svc || (svc->flags & LB_SVC_NORTH_SOUTH) || svc->table_size == 0)
+		return;
+	void *table = bpf_map_lookup_elem(&lb_maglev, &svc->id);
+	if (!table)
+		return;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	__u32 slot = flow_hash((__u32)cookie, (__u32)(cookie >> 32), sk.port, 0, proto) % svc->table_size;
+	__u32 *id = bpf_map_lookup_elem(table, &slot);
+	if (!id)
+		return;
+	__u32 backend_id = *id;
+	struct lb_backend *be = bpf_map_lookup_elem(&lb_backends, &backend_id);
+	if (!be || be->state != LB_BACKEND_ACTIVE)
+		return;
+	struct lb_sock *old = bpf_map_lookup_elem(&lb_socks, &cookie);
+	int new_flow = !old || old->vip != sk.addr[0] || old->vport != sk.port || old->backend != be->addr[0];
+	if (new_flow) {
+		struct lb_sock s = {.vip = sk.addr[0], .vport = sk.port, .backend = be->addr[0], .bport = be->port};
+		bpf_map_update_elem(&lb_socks, &cookie, &s, BPF_ANY);
+		count(backend_id, 0, 1);
+	}
+	ctx->user_ip4 = be->addr[0];
+	ctx->user_port = be->port;
+}
+
+/* The VIP shown back where the socket would see the backend. */
+static __always_inline void sock_unpick(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct lb_sock *s = bpf_map_lookup_elem(&lb_socks, &cookie);
+	if (s && ctx->user_ip4 == s->backend && (__be16)ctx->user_port == s->bport) {
+		ctx->user_ip4 = s->vip;
+		ctx->user_port = s->vport;
+	}
+}
+
+SEC("cgroup/connect4")
+int lb_sock_connect4(struct bpf_sock_addr *ctx)
+{
+	if (ctx->protocol == IPPROTO_TCP || ctx->protocol == IPPROTO_UDP)
+		sock_pick(ctx, ctx->protocol);
+	return 1;
+}
+
+SEC("cgroup/sendmsg4")
+int lb_sock_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	if (ctx->protocol == IPPROTO_UDP)
+		sock_pick(ctx, IPPROTO_UDP);
+	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int lb_sock_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	sock_unpick(ctx);
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int lb_sock_getpeername4(struct bpf_sock_addr *ctx)
+{
+	sock_unpick(ctx);
+	return 1;
+}
+
 /* Packets leaving a container: VIPs balanced, replies reverse-NATed, ARP
  * for VIPs answered. */
 SEC("classifier")

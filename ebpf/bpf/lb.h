@@ -88,6 +88,18 @@ struct lb_iface {
 	__u16 flags;
 };
 
+/* Socket-level balancing (by socket cookie): the VIP a socket asked for
+ * and the backend it was given, to show the VIP back (getpeername, the
+ * source of UDP replies). */
+struct lb_sock {
+	__u32 vip;
+	__be16 vport;
+	__u16 pad;
+	__u32 backend;
+	__be16 bport;
+	__u16 pad2;
+};
+
 /* Per backend, per CPU: what the datapath sent it. */
 struct lb_stats {
 	__u64 packets;

@@ -132,6 +132,12 @@ pub trait Datapath {
     fn attach_world(&mut self, _ifname: &str) -> Result<(), DatapathError> {
         Ok(())
     }
+    /// Balances the sockets of processes in cgroup (v2) directory `cgroup`
+    /// and below at connect/sendmsg time: their packets to VIPs then need no
+    /// NAT (the tc programs still serve everything else).
+    fn attach_sockets(&mut self, _cgroup: &std::path::Path) -> Result<(), DatapathError> {
+        Ok(())
+    }
     /// Answers ARP requests for service addresses arriving on `ifname`
     /// with `gw_mac` (the MAC of the gateway its container uses), so a VIP
     /// inside the container's subnet is reachable.
@@ -508,6 +514,21 @@ fn update_batch<K: aya::Pod, V: aya::Pod>(fd: std::os::fd::RawFd, keys: &[K], va
 /// the world (the node's underlay interface, ingress and egress).
 pub const PROGRAMS: [&str; 3] = ["lb_from_container", "lb_from_world", "lb_to_world"];
 
+/// The socket-level programs (cgroup hooks), balancing a container's
+/// sockets at connect/sendmsg time and showing the VIP back.
+pub const SOCK_PROGRAMS: [&str; 4] =
+    ["lb_sock_connect4", "lb_sock_sendmsg4", "lb_sock_recvmsg4", "lb_sock_getpeername4"];
+
+fn sock_program<'a>(
+    bpf: &'a mut aya::Ebpf,
+    name: &str,
+) -> Result<&'a mut aya::programs::CgroupSockAddr, DatapathError> {
+    bpf.program_mut(name)
+        .ok_or_else(|| DatapathError::Load(format!("no program {name} in the object")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| DatapathError::Load(e.to_string()))
+}
+
 /// One of the datapath's programs in a loaded object.
 fn program<'a>(bpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut aya::programs::SchedClassifier, DatapathError> {
     bpf.program_mut(name)
@@ -518,8 +539,8 @@ fn program<'a>(bpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut aya::progra
 
 /// Makes the link pinned at `pin` run `prog` (`BPF_LINK_UPDATE`): one
 /// atomic switch, no moment without a program on the interface.
-fn replace_program(pin: &std::path::Path, prog: &aya::programs::SchedClassifier) -> std::io::Result<()> {
-    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+fn replace_program(pin: &std::path::Path, prog: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
     const BPF_OBJ_GET: libc::c_long = 7;
     const BPF_LINK_UPDATE: libc::c_long = 29;
@@ -529,6 +550,9 @@ fn replace_program(pin: &std::path::Path, prog: &aya::programs::SchedClassifier)
         bpf_fd: u32,
         file_flags: u32,
         path_fd: i32,
+        /// Explicit: the kernel refuses an attr whose unused bytes are not
+        /// zero, and implicit padding is whatever the stack held.
+        pad: u32,
     }
     #[repr(C)]
     struct UpdateAttr {
@@ -538,28 +562,25 @@ fn replace_program(pin: &std::path::Path, prog: &aya::programs::SchedClassifier)
         old_prog_fd: u32,
     }
     let path = std::ffi::CString::new(pin.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let mut obj = ObjAttr { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0, path_fd: 0 };
+    let mut obj = ObjAttr { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0, path_fd: 0, pad: 0 };
     // SAFETY: BPF_OBJ_GET reads a NUL-terminated path the attr points at.
     let fd =
         unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &mut obj as *mut ObjAttr, std::mem::size_of::<ObjAttr>()) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+        let e = std::io::Error::last_os_error();
+        return Err(std::io::Error::new(e.kind(), format!("open the pin: {e}")));
     }
     // SAFETY: the kernel just returned this descriptor to us; we own it.
     let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let pfd = prog.fd().map_err(std::io::Error::other)?;
-    let mut up = UpdateAttr {
-        link_fd: link.as_raw_fd() as u32,
-        new_prog_fd: pfd.as_fd().as_raw_fd() as u32,
-        flags: 0,
-        old_prog_fd: 0,
-    };
+    let mut up =
+        UpdateAttr { link_fd: link.as_raw_fd() as u32, new_prog_fd: prog.as_raw_fd() as u32, flags: 0, old_prog_fd: 0 };
     // SAFETY: BPF_LINK_UPDATE reads two descriptors that stay open here.
     let r = unsafe {
         libc::syscall(libc::SYS_bpf, BPF_LINK_UPDATE, &mut up as *mut UpdateAttr, std::mem::size_of::<UpdateAttr>())
     };
     if r != 0 {
-        return Err(std::io::Error::last_os_error());
+        let e = std::io::Error::last_os_error();
+        return Err(std::io::Error::new(e.kind(), format!("BPF_LINK_UPDATE: {e}")));
     }
     Ok(())
 }
@@ -695,6 +716,9 @@ impl Kernel {
         for name in PROGRAMS {
             program(&mut bpf, name)?.load().map_err(|e| DatapathError::Load(format!("{name}: {e}")))?;
         }
+        for name in SOCK_PROGRAMS {
+            sock_program(&mut bpf, name)?.load().map_err(|e| DatapathError::Load(format!("{name}: {e}")))?;
+        }
         Ok(Kernel { bpf, ids, links: Vec::new(), root: root.map(|r| r.to_path_buf()) })
     }
 
@@ -766,8 +790,10 @@ impl Kernel {
         if let Some(pin) = pin.as_ref().filter(|p| p.exists()) {
             // Re-adopted: the link now runs this instance's program (an
             // upgraded netd's), swapped atomically under live traffic.
+            use std::os::fd::AsFd;
             let prog = program(&mut self.bpf, hook.program())?;
-            return replace_program(pin, prog).map_err(|e| attach_err(format!("update {}: {e}", pin.display())));
+            let fd = prog.fd().map_err(|e| attach_err(e.to_string()))?;
+            return replace_program(pin, fd.as_fd()).map_err(|e| attach_err(format!("update {}: {e}", pin.display())));
         }
         if let Some(root) = &self.root {
             for (path, name, _, h) in pinned_links(root) {
@@ -802,8 +828,10 @@ impl Kernel {
             prog.detach(id).map_err(|e| DatapathError::Attach { ifname, why: e.to_string() })?;
         }
         if let Some(root) = &self.root {
-            for e in std::fs::read_dir(root.join("links")).into_iter().flatten().flatten() {
-                let _ = std::fs::remove_file(e.path());
+            for dir in ["links", "sock"] {
+                for e in std::fs::read_dir(root.join(dir)).into_iter().flatten().flatten() {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
         Ok(())
@@ -1022,6 +1050,39 @@ impl Datapath for Kernel {
 
     fn prune_links(&mut self) -> usize {
         Kernel::prune_links(self)
+    }
+
+    /// Pinned as `sock/<program>`: a pinned one is switched to this
+    /// instance's program (the cgroup it runs on stays as it was).
+    fn attach_sockets(&mut self, cgroup: &std::path::Path) -> Result<(), DatapathError> {
+        use std::os::fd::AsFd;
+        let err = |why: String| DatapathError::Attach { ifname: cgroup.display().to_string(), why };
+        let dir = self.root.as_ref().map(|r| r.join("sock"));
+        if let Some(d) = &dir {
+            std::fs::create_dir_all(d).map_err(|e| err(e.to_string()))?;
+        }
+        let cg = std::fs::File::open(cgroup).map_err(|e| err(format!("open: {e}")))?;
+        for name in SOCK_PROGRAMS {
+            let prog = sock_program(&mut self.bpf, name)?;
+            let pin = dir.as_ref().map(|d| d.join(name));
+            if let Some(pin) = pin.as_ref().filter(|p| p.exists()) {
+                let fd = prog.fd().map_err(|e| err(e.to_string()))?;
+                replace_program(pin, fd.as_fd()).map_err(|e| err(format!("update {}: {e}", pin.display())))?;
+                continue;
+            }
+            // As a BPF link (kernels >= 5.7), which coexists with other
+            // links on the cgroup whatever the mode (link flags must be 0).
+            let id = prog
+                .attach(&cg, aya::programs::links::CgroupAttachMode::Single)
+                .map_err(|e| err(format!("{name}: {e}")))?;
+            if let Some(pin) = pin {
+                let link = prog.take_link(id).map_err(|e| err(e.to_string()))?;
+                let fd: aya::programs::links::FdLink =
+                    link.try_into().map_err(|e: aya::programs::links::LinkError| err(e.to_string()))?;
+                fd.pin(&pin).map_err(|e| err(format!("pin {}: {e}", pin.display())))?;
+            }
+        }
+        Ok(())
     }
 
     fn answer_arp(&mut self, ifname: &str, gw_mac: [u8; 6]) -> Result<(), DatapathError> {

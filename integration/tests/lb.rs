@@ -166,3 +166,81 @@ fn vip_traffic_to_a_backend_on_the_same_bridge_stays_at_layer_2() {
         "50 round trips through the VIP were routed by the node ({bridged} datagrams) instead of bridged"
     );
 }
+
+/// Removes a test cgroup directory (after its processes are gone).
+struct CgroupDir(std::path::PathBuf);
+
+impl Drop for CgroupDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Runs `lb-sockpeer` in cgroup `dir` and the client's namespace; its
+/// `key value` lines.
+fn sockpeer(dir: &std::path::Path, t: &Topo, proto: &str, to: &str) -> std::collections::BTreeMap<String, String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lb-sockpeer"))
+        .arg(dir)
+        .arg(&t.client)
+        .args([proto, to])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "lb-sockpeer: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect()
+}
+
+#[test]
+fn sockets_of_a_balanced_cgroup_connect_straight_to_a_backend() {
+    if !require_root("sockets_of_a_balanced_cgroup_connect_straight_to_a_backend") {
+        return;
+    }
+    let t = topo();
+    let layout = netd::runtime::cgroup::detect().unwrap();
+    let (Some(on), Some(off)) =
+        (layout.unified_parent(&format!("{}-sock", t.lab.id)), layout.unified_parent(&format!("{}-nosock", t.lab.id)))
+    else {
+        assert!(std::env::var_os("CI").is_none(), "CI machines have a cgroup v2 hierarchy");
+        eprintln!("SKIPPED: no cgroup v2 hierarchy");
+        return;
+    };
+    std::fs::create_dir_all(&on).unwrap();
+    std::fs::create_dir_all(&off).unwrap();
+    let (_on, _off) = (CgroupDir(on.clone()), CgroupDir(off.clone()));
+    let mut dp = Kernel::load(1021).unwrap();
+    dp.upsert_services(&[
+        service(1090, Proto::Tcp, BackendState::Active),
+        service(80, Proto::Udp, BackendState::Active),
+    ])
+    .unwrap();
+    let mut dp = attach_all(&t, dp);
+    dp.attach_sockets(&on).unwrap();
+    let flows_of = |dp: &Kernel, local: &str| {
+        let port: u16 = local.rsplit(':').next().unwrap().parse().unwrap();
+        dp.flows().unwrap().iter().filter(|f| f.client.1 == port).count()
+    };
+
+    // In the balanced cgroup: the application sees the VIP, the kernel
+    // connected straight to a backend (no flow for the per-packet NAT).
+    let flows_before: u64 = dp.counters().unwrap().iter().map(|c| c.flows).sum();
+    let got = sockpeer(&on, &t, "tcp", "10.96.0.10:1090");
+    assert_eq!(got["peer"], "10.96.0.10:1090", "getpeername shows the VIP: {got:?}");
+    assert!(got["reply"] == "b1:x" || got["reply"] == "b2:x", "{got:?}");
+    assert_eq!(flows_of(&dp, &got["local"]), 0, "no NAT flow: the socket itself was pointed at the backend");
+    let flows_after: u64 = dp.counters().unwrap().iter().map(|c| c.flows).sum();
+    assert_eq!(flows_after, flows_before + 1, "the connection is counted for its backend");
+    // UDP on an unconnected socket: sent to the VIP, the answer comes
+    // "from" the VIP.
+    let got = sockpeer(&on, &t, "udp", "10.96.0.10:80");
+    assert_eq!(got["from"], "10.96.0.10:80", "{got:?}");
+    assert!(got["reply"].starts_with("b1@10.200.0.10") || got["reply"].starts_with("b2@10.200.0.10"), "{got:?}");
+
+    // Control, outside that cgroup: the same connection goes by the
+    // per-packet NAT (a tracked flow), and works the same for the app.
+    let got = sockpeer(&off, &t, "tcp", "10.96.0.10:1090");
+    assert_eq!(got["peer"], "10.96.0.10:1090");
+    assert_eq!(flows_of(&dp, &got["local"]), 1, "outside the cgroup: NAT per packet");
+    dp.detach_all().unwrap();
+}

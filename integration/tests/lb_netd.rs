@@ -152,6 +152,26 @@ fn netd_programs_services_and_a_kill_and_restart_drops_no_connection() {
     let flows: u64 = v[0]["Backends"].as_array().unwrap().iter().map(|b| b["Stats"]["Flows"].as_u64().unwrap()).sum();
     assert!(flows >= 16 + done, "{flows} flows counted for {} connections", 16 + done);
 
+    // A container's own sockets are balanced at connect (socket level):
+    // it reaches a backend, and the per-packet NAT tracks no flow for it.
+    assert!(n.log().contains("containers' sockets balanced at connect"), "{}", n.log_tail(20));
+    let vip_flows = || {
+        ok(n.netctl(&["lb", "conntrack", "--limit", "100000"])).lines().filter(|l| l.contains("10.77.0.250:80")).count()
+    };
+    let flows_before = vip_flows();
+    let out = ok(n.netctl(&[
+        "run",
+        "--rm",
+        "--network",
+        "front",
+        "busybox",
+        "sh",
+        "-c",
+        "echo sock | timeout 2 nc 10.77.0.250 80; true",
+    ]));
+    assert!(out.contains("b1:sock") || out.contains("b2:sock"), "{out}");
+    assert_eq!(vip_flows(), flows_before, "no NAT flow for a container's own connection");
+
     // b1 drained: established connections stay, new ones go to b2.
     ok(n.netctl(&["lb", "backend", "web", &format!("{b1},state=draining")]));
     let now: Vec<Option<String>> = conns.iter_mut().map(|c| ask(c, "drained")).collect();

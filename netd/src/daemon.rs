@@ -108,6 +108,7 @@ fn raise_nofile() {
 /// runs it where published ports arrive, and programs the stored services.
 async fn load_lb(config: &Config, store: Store, networks: &crate::network::Networks) -> Arc<Lb> {
     let (root, size) = (config.bpf_root.clone(), config.lb_table_size);
+    let sockets = crate::runtime::cgroup::detect().ok().and_then(|l| l.unified_parent(&config.cgroup_parent));
     let world = match networks.underlay(config.lb_interfaces.as_deref()).await {
         Ok(w) => w,
         Err(e) => {
@@ -121,6 +122,11 @@ async fn load_lb(config: &Config, store: Store, networks: &crate::network::Netwo
             match lb.set_world(&world) {
                 Ok(()) => tracing::info!(interfaces = ?world, "published service ports answer here"),
                 Err(e) => tracing::error!(error = %e, "published service ports are off"),
+            }
+            match sockets.as_deref().map(|d| (d, lb.attach_sockets(d))) {
+                Some((d, Ok(()))) => tracing::info!(cgroup = %d.display(), "containers' sockets balanced at connect"),
+                Some((_, Err(e))) => tracing::warn!(error = %e, "socket-level balancing is off (per-packet NAT only)"),
+                None => tracing::warn!("no cgroup v2 hierarchy: socket-level balancing is off (per-packet NAT only)"),
             }
             match lb.restore() {
                 Ok(n) => tracing::info!(services = n, "services programmed"),

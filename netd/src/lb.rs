@@ -384,6 +384,15 @@ impl Lb {
         Ok(())
     }
 
+    /// Balances sockets of the containers under cgroup (v2) directory
+    /// `dir` at connect time (created if missing): their TCP to VIPs needs
+    /// no per-packet NAT.
+    pub fn attach_sockets(&self, dir: &std::path::Path) -> Result<(), LbError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LbError::Invalid(format!("cannot create cgroup {}: {e}", dir.display())))?;
+        Ok(self.dp()?.attach_sockets(dir)?)
+    }
+
     /// The node addresses published ports answer on.
     pub fn node_addrs(&self) -> Vec<Ipv4Addr> {
         self.node_addrs.lock().unwrap_or_else(|p| p.into_inner()).clone()

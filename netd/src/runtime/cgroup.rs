@@ -69,11 +69,11 @@ pub fn parse_layout(mountinfo: &str, self_cgroup: &str, v2_controllers: &str) ->
     }
     let wanted = ["memory", "cpu", "pids"];
     let v2_ok = wanted.iter().all(|c| v2_controllers.split_whitespace().any(|x| x == *c));
-    if let Some(root) = v2_root
+    if let Some(root) = &v2_root
         && v1_mounts.is_empty()
         && v2_ok
     {
-        return Ok(Layout::V2 { root });
+        return Ok(Layout::V2 { root: root.clone() });
     }
     let mut own = BTreeMap::new();
     for line in self_cgroup.lines() {
@@ -88,7 +88,27 @@ pub fn parse_layout(mountinfo: &str, self_cgroup: &str, v2_controllers: &str) ->
     if own.is_empty() {
         return Err(CgroupError::Layout("neither cgroup v2 with memory/cpu/pids nor v1 hierarchies found".into()));
     }
+    // Hybrid hosts: containers join the v2 hierarchy too (no controllers
+    // there), where the load balancer's socket programs attach.
+    if let Some(root) = v2_root {
+        let path = self_cgroup.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/");
+        own.insert(UNIFIED.to_owned(), root.join(path.trim_start_matches('/')));
+    }
     Ok(Layout::V1 { own })
+}
+
+/// The key of the v2 hierarchy in [`Cgroup::dirs`] (also on hybrid hosts).
+pub const UNIFIED: &str = "unified";
+
+impl Layout {
+    /// The v2 directory of `parent` (where containers' cgroups go), if
+    /// the host has a v2 hierarchy.
+    pub fn unified_parent(&self, parent: &str) -> Option<PathBuf> {
+        match self {
+            Layout::V2 { root } => Some(root.join(parent)),
+            Layout::V1 { own } => own.get(UNIFIED).map(|u| u.join(parent)),
+        }
+    }
 }
 
 /// Reads the running host's layout.
@@ -263,6 +283,9 @@ mod tests {
         let cg = l.cgroup("netd", "c1");
         assert_eq!(cg.dirs["memory"], PathBuf::from("/sys/fs/cgroup/memory/process_api/abc/netd/c1"));
         assert_eq!(cg.dirs["pids"], PathBuf::from("/sys/fs/cgroup/pids/netd/c1"));
+        // The v2 hierarchy too (socket-level load balancing attaches there).
+        assert_eq!(cg.dirs["unified"], PathBuf::from("/sys/fs/cgroup/unified/netd/c1"));
+        assert_eq!(l.unified_parent("netd"), Some(PathBuf::from("/sys/fs/cgroup/unified/netd")));
         let w = l
             .limit_writes(&Limits { memory_bytes: Some(64 << 20), nano_cpus: Some(500_000_000), pids: Some(10) })
             .unwrap();
