@@ -133,7 +133,8 @@ static __always_inline int arp_reply(struct __sk_buff *skb)
 	return bpf_redirect(ifindex, 0);
 }
 
-/* Counts a packet (and a new flow) sent to a backend. */
+/* Counts a packet of `len` bytes (none: a socket-level pick) and a new
+ * flow sent to a backend. */
 static __always_inline void count(__u32 backend_id, __u32 len, int new_flow)
 {
 	struct lb_stats *st = bpf_map_lookup_elem(&lb_stats, &backend_id);
@@ -144,8 +145,10 @@ static __always_inline void count(__u32 backend_id, __u32 len, int new_flow)
 		if (!st)
 			return;
 	}
-	st->packets++;
-	st->bytes += len;
+	if (len) {
+		st->packets++;
+		st->bytes += len;
+	}
 	if (new_flow)
 		st->flows++;
 }

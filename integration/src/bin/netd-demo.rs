@@ -42,7 +42,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     // node1 starts the cluster, the others join it (gossip on port 7946).
     let first = lab.node(0).addr.to_string();
     for (i, n) in lab.nodes().iter().enumerate() {
-        if i == 0 { n.start_netd(&[])? } else { n.start_netd(&["--join", &first])? }
+        // Published service ports answer on the underlay interface.
+        if i == 0 { n.start_netd(&["--lb-interface", "eth0"])? } else { n.start_netd(&["--join", &first])? }
     }
     let netctl = bins::netctl();
     for n in lab.nodes() {
@@ -121,6 +122,67 @@ fn run(args: Args) -> anyhow::Result<()> {
         let out = n1.command("timeout").args(["5", "busybox", "wget", "-q", "-O", "-", &url]).output()?;
         show(&format!("[on {}] wget -qO- {url}", n1.name), out);
     }
+    println!("==================== a load-balanced service on {} (eBPF) ====================", n0.name);
+    show(
+        "netctl run -d --network front --name web2 busybox sh -c 'echo hello from web2 > /index.html; exec httpd -f -p 80 -h /'",
+        n0.netctl(&[
+            "run",
+            "-d",
+            "--network",
+            "front",
+            "--name",
+            "web2",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hello from web2 > /index.html; exec httpd -f -p 80 -h /",
+        ]),
+    );
+    let ip_of = |name: &str| -> String {
+        let body = n0.http("GET", &format!("/containers/{name}/json"), None).map(|(_, b)| b).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["NetworkSettings"]["Networks"]["front"]["IPAddress"].as_str().unwrap_or("").to_owned()
+    };
+    let (w1, w2) = (ip_of("web"), ip_of("web2"));
+    show(
+        &format!("netctl lb create web --vip 10.30.0.100 -p 80 --publish 30080:80 -b {w1} -b {w2}"),
+        n0.netctl(&[
+            "lb",
+            "create",
+            "web",
+            "--vip",
+            "10.30.0.100",
+            "-p",
+            "80",
+            "--publish",
+            "30080:80",
+            "-b",
+            &w1,
+            "-b",
+            &w2,
+        ]),
+    );
+    show(
+        "netctl run --rm --network front busybox sh -c 'for i in 1 2 3 4 5 6; do timeout 5 wget -qO- http://10.30.0.100/; done'   # the VIP",
+        n0.netctl(&[
+            "run",
+            "--rm",
+            "--network",
+            "front",
+            "busybox",
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6; do timeout 5 wget -qO- http://10.30.0.100/; done",
+        ]),
+    );
+    if let Some(n1) = lab.nodes().get(1) {
+        let url = format!("http://{}:30080/", n0.addr);
+        let script = format!("for i in 1 2 3 4; do timeout 5 busybox wget -q -O - {url}; done");
+        let out = n1.command("sh").args(["-c", &script]).output()?;
+        show(&format!("[on {}] 4 x wget -qO- {url}   # the published port, from another node", n1.name), out);
+    }
+    show("netctl lb ls", n0.netctl(&["lb", "ls"]));
+    show("netctl lb conntrack", n0.netctl(&["lb", "conntrack"]));
     println!("Try it yourself while the lab is up:");
     for n in lab.nodes() {
         println!("  {} network ls -H {}", netctl.display(), n.host());
@@ -129,6 +191,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     println!("  docker -H {} exec hello cat /etc/hostname", lab.node(0).host());
     println!("  docker -H {} port web", lab.node(0).host());
     println!("  ip netns exec {} nft list table ip netd", lab.node(0).netns.name);
+    println!("  {} -H {} lb backend web {w1},state=draining", netctl.display(), lab.node(0).host());
     println!("  ip netns exec {} ip -br addr", lab.node(0).netns.name);
     println!("  tail -f {}", lab.node(0).log_path().display());
     if args.duration > 0 {
