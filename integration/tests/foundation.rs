@@ -411,7 +411,14 @@ fn demo_runs_and_cleans_up() {
     // Output lines (the commands echo the text too): fetched by name from a
     // container through the embedded DNS, and through the published port
     // from another node.
-    let fetched = s.lines().filter(|l| l.trim() == "hello from web").count();
+    let (before, lb) = s.split_once("a load-balanced service").expect("the load-balancing part");
+    let fetched = before.lines().filter(|l| l.trim() == "hello from web").count();
     assert_eq!(fetched, 2, "the page by name (embedded DNS) and through the published port: {s}");
+    // Then a service over web and web2: 6 fetches through the VIP and 4
+    // through the published port, each answered by one of them.
+    let pages = lb.lines().filter(|l| matches!(l.trim(), "hello from web" | "hello from web2")).count();
+    assert_eq!(pages, 10, "through the VIP and the published port: {lb}");
+    assert!(lb.contains("80/tcp (*:30080 snat)"), "{lb}");
+    assert!(lb.contains("198.18.0.10:30080"), "the published port's flows: {lb}");
     assert!(s.contains("lab removed"), "{s}");
 }

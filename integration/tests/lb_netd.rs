@@ -187,6 +187,18 @@ fn netd_programs_services_and_a_kill_and_restart_drops_no_connection() {
     ok(n.netctl(&["lb", "rm", "web"]));
     assert!(connect(&client).and_then(|mut c| ask(&mut c, "x").ok_or(std::io::ErrorKind::Other.into())).is_err());
     assert!(ok(n.netctl(&["lb", "ls"])).lines().count() <= 1, "no services left");
+
+    // A container removed: its veth goes, and netd's upkeep (every 10 s)
+    // forgets the pinned link of it.
+    let pins = || std::fs::read_dir(n.bpf_root().join("lb/links")).unwrap().count();
+    let before = pins();
+    ok(n.netctl(&["rm", "-f", "client"]));
+    let t0 = Instant::now();
+    while pins() == before {
+        assert!(t0.elapsed() < Duration::from_secs(15), "the removed container's link pin is still there");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(pins(), before - 1);
 }
 
 /// The id of the program the client's veth link runs (any pinned link:

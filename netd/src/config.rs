@@ -146,6 +146,13 @@ pub struct FileConfig {
     /// Interfaces where published service ports answer. Default: those
     /// carrying an IPv4 default route.
     pub lb_interfaces: Option<Vec<String>>,
+    /// Seconds an idle established TCP flow keeps its backend, 60..=604800.
+    /// Default 21600 (6 h: no 900 s cliff as with IPVS).
+    pub lb_tcp_established_timeout: Option<u64>,
+    /// Seconds a TCP flow is kept after FIN or RST, 1..=3600. Default 10.
+    pub lb_tcp_closing_timeout: Option<u64>,
+    /// Seconds an idle UDP flow keeps its backend, 1..=86400. Default 120.
+    pub lb_udp_timeout: Option<u64>,
     /// Whether traffic bridged between containers of one network also goes
     /// through the IP firewall hooks (br_netfilter). Default `false`: netd
     /// sets `net.bridge.bridge-nf-call-{iptables,ip6tables,arptables}` to 0 in
@@ -199,6 +206,8 @@ pub struct Config {
     pub lb_table_size: u32,
     /// None: the interfaces of the IPv4 default routes (found at start).
     pub lb_interfaces: Option<Vec<String>>,
+    /// Idle timeouts of tracked flows, per state.
+    pub lb_timeouts: ebpf::datapath::Timeouts,
     pub cgroup_parent: String,
     pub bridge_netfilter: bool,
     pub gossip: GossipConfig,
@@ -311,6 +320,19 @@ impl Config {
         }
         let lb_interfaces =
             if flags.lb_interfaces.is_empty() { file.lb_interfaces } else { Some(flags.lb_interfaces.clone()) };
+        let secs = |key: &str, v: Option<u64>, default: u64, range: std::ops::RangeInclusive<u64>| {
+            let v = v.unwrap_or(default);
+            if range.contains(&v) {
+                Ok(Duration::from_secs(v))
+            } else {
+                invalid(key, format!("{v} is out of range: expected {}..={} seconds", range.start(), range.end()))
+            }
+        };
+        let lb_timeouts = ebpf::datapath::Timeouts {
+            tcp_established: secs("lb-tcp-established-timeout", file.lb_tcp_established_timeout, 21600, 60..=604_800)?,
+            tcp_closing: secs("lb-tcp-closing-timeout", file.lb_tcp_closing_timeout, 10, 1..=3600)?,
+            udp: secs("lb-udp-timeout", file.lb_udp_timeout, 120, 1..=86_400)?,
+        };
         for i in lb_interfaces.iter().flatten() {
             if i.is_empty() || i.len() > 15 || i.contains(['/', ':']) || i.chars().any(char::is_whitespace) {
                 return invalid(
@@ -386,6 +408,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(shutdown_timeout),
             lb_table_size,
             lb_interfaces,
+            lb_timeouts,
         })
     }
 }
@@ -561,6 +584,18 @@ mod tests {
         let flags = Flags { lb_interfaces: vec!["eth1".into()], ..Flags::default() };
         let c = Config::merge(&flags, parse("lb-interfaces = [\"eth0\"]\n").unwrap()).unwrap();
         assert_eq!(c.lb_interfaces, Some(vec!["eth1".to_owned()]), "flags win over the file");
+        assert_eq!(c.lb_timeouts, ebpf::datapath::Timeouts::default(), "the datapath's defaults");
+        let c = Config::merge(
+            &Flags::default(),
+            parse("lb-udp-timeout = 30\nlb-tcp-established-timeout = 86400\n").unwrap(),
+        )
+        .unwrap();
+        assert_eq!((c.lb_timeouts.udp.as_secs(), c.lb_timeouts.tcp_established.as_secs()), (30, 86400));
+        let err = Config::merge(&Flags::default(), parse("lb-tcp-established-timeout = 5\n").unwrap()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid lb-tcp-established-timeout: 5 is out of range: expected 60..=604800 seconds"
+        );
     }
 
     #[test]

@@ -154,7 +154,7 @@ async fn attach_running(lb: &Arc<Lb>, store: &Store) {
 
 /// Every 10 s until `stop`: forgets links of deleted veths and drops
 /// tracked flows idle past their timeouts.
-async fn lb_housekeeping(lb: Arc<Lb>, mut stop: watch::Receiver<bool>) {
+async fn lb_housekeeping(lb: Arc<Lb>, timeouts: ebpf::datapath::Timeouts, mut stop: watch::Receiver<bool>) {
     if lb.status().is_err() {
         return;
     }
@@ -164,7 +164,7 @@ async fn lb_housekeeping(lb: Arc<Lb>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|s| *s) => return,
         }
         let lb = lb.clone();
-        match tokio::task::spawn_blocking(move || lb.housekeeping(&ebpf::datapath::Timeouts::default())).await {
+        match tokio::task::spawn_blocking(move || lb.housekeeping(&timeouts)).await {
             Ok(Ok((links, flows))) if links + flows > 0 => tracing::debug!(links, flows, "load balancer upkeep"),
             Ok(Err(e)) => tracing::warn!(error = %e, "load balancer upkeep failed"),
             _ => {}
@@ -243,7 +243,7 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
     runtime.set_dns(crate::embedded_dns::EmbeddedDns::new(&config.dns));
     runtime.adopt().await?;
     attach_running(&lb, &store).await;
-    let housekeeping = tokio::spawn(lb_housekeeping(lb.clone(), stop.clone()));
+    let housekeeping = tokio::spawn(lb_housekeeping(lb.clone(), config.lb_timeouts, stop.clone()));
 
     let host = HostFacts::read();
     let gossip = crate::cluster::start(&config.gossip, &host.hostname, node_id.as_str()).await?;
