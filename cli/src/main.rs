@@ -55,8 +55,25 @@ enum Command {
     /// Service load balancer (eBPF): services, backends, tracked flows
     #[command(subcommand)]
     Lb(lb::LbCmd),
+    /// This node's gossip encryption keys (rotation)
+    #[command(subcommand)]
+    Key(KeyCmd),
     #[command(flatten)]
     Container(Box<containers::Cmd>),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCmd {
+    /// List the keys (fingerprints; the primary one encrypts)
+    #[command(alias = "list")]
+    Ls,
+    /// Add a key used to decrypt (base64, as `serf keygen` prints it)
+    Install { key: String },
+    /// Make an installed key the one that encrypts
+    Use { key: String },
+    /// Remove a key that is not the primary one
+    #[command(alias = "rm")]
+    Remove { key: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -336,6 +353,36 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Image(cmd) => image(&c, cmd, json_out).await?,
         Command::Volume(cmd) => volume(&c, cmd, json_out).await?,
         Command::Lb(cmd) => lb::run(&c, cmd, json_out).await?,
+        Command::Key(cmd) => {
+            let v = match cmd {
+                KeyCmd::Ls => c.get("/gossip/keys").await?,
+                KeyCmd::Install { key } => {
+                    c.call(Method::POST, "/gossip/keys/install", Some(&json!({"Key": key}))).await?
+                }
+                KeyCmd::Use { key } => c.call(Method::POST, "/gossip/keys/use", Some(&json!({"Key": key}))).await?,
+                KeyCmd::Remove { key } => {
+                    c.call(Method::POST, "/gossip/keys/remove", Some(&json!({"Key": key}))).await?
+                }
+            };
+            if json_out {
+                print_json(&v);
+                return Ok(0);
+            }
+            if v["Encrypted"] != json!(true) {
+                println!("gossip encryption is off on this node");
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = v["Keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|k| {
+                    let primary = if k["Primary"] == json!(true) { "primary" } else { "" };
+                    vec![s(k, "Fingerprint").to_owned(), k["Bits"].to_string(), primary.to_owned()]
+                })
+                .collect();
+            print!("{}", table::render(&["FINGERPRINT", "BITS", "ROLE"], &rows));
+        }
         Command::Container(cmd) => return containers::run(&c, *cmd, cli.format).await,
     }
     Ok(0)

@@ -16,6 +16,6 @@ pub mod wire;
 
 pub use config::Config;
 pub use memberlist::{Event, GossipError, Handle, Member, MemberState, SecurityStats, start, start_with};
-pub use security::Keyring;
+pub use security::{Keyring, SecurityError};
 pub use tables::{Entry, TableEvent};
 pub use transport::{MemNetwork, NetTransport};

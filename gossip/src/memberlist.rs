@@ -170,6 +170,11 @@ impl Handle {
         *self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether this member encrypts (has a keyring).
+    pub fn encrypted(&self) -> bool {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
     /// Changes the keyring (install / use / remove a key) while running.
     pub fn with_keyring<T>(
         &self,

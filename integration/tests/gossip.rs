@@ -417,3 +417,87 @@ fn encryption_interoperates_with_serf_and_keeps_strangers_out() {
     let _ = serf.kill();
     let _ = serf.wait();
 }
+
+fn netctl_ok(n: &integration::Node, args: &[&str]) -> String {
+    let o = n.netctl(args);
+    assert!(o.status.success(), "netctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn netctl_err(n: &integration::Node, args: &[&str]) -> String {
+    let o = n.netctl(args);
+    assert!(!o.status.success(), "netctl {args:?} should fail");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A cluster rotates its gossip key through netd's API (install the new
+/// key everywhere, use it everywhere, remove the old one everywhere) and
+/// stays one cluster; a node with only the old key cannot join; a netd
+/// restarted afterwards keeps the rotated keyring (from its store), not the
+/// config file's old key. Bad requests are refused and change nothing.
+#[test]
+fn gossip_keys_rotate_through_the_api_and_survive_a_restart() {
+    if !require_root("gossip_keys_rotate_through_the_api_and_survive_a_restart") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let n = lab.nodes();
+    let (old, new) = ("AAECAwQFBgcICQoLDA0ODw==", "DwAODQwLCgkIBwYFBAMCAQ==");
+    let args = |i: usize| -> Vec<String> {
+        let cfg = n[i].dir.join("netd.toml");
+        std::fs::write(&cfg, format!("gossip-keys = [\"{old}\"]\n")).unwrap();
+        let mut a = vec!["--config".to_owned(), cfg.display().to_string()];
+        if i > 0 {
+            a.extend(["--join".to_owned(), n[0].addr.to_string()]);
+        }
+        a
+    };
+    let start = |i: usize| {
+        let a = args(i);
+        n[i].start_netd(&a.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    };
+    start(0);
+    start(1);
+    let alive = |name: &'static str| {
+        move || {
+            let ls = node_ls(&n[0]);
+            if ls.iter().any(|m| m.0 == name && m.1 == "alive") { None } else { Some(format!("{ls:?}")) }
+        }
+    };
+    wait_for("node2 joins with the old key", Duration::from_secs(15), alive("node2"));
+
+    // Refusals, each leaving the keyring as it was.
+    assert!(netctl_err(&n[0], &["key", "install", "!!"]).contains("not base64"));
+    assert!(netctl_err(&n[0], &["key", "install", "AAAA"]).contains("16, 24 or 32 bytes"));
+    assert!(netctl_err(&n[0], &["key", "remove", old]).contains("primary key cannot be removed"));
+    assert!(netctl_err(&n[0], &["key", "use", new]).contains("has no key with fingerprint"));
+    assert_eq!(netctl_ok(&n[0], &["key", "ls"]).lines().count(), 2, "header and the one key");
+
+    for op in ["install", "use"] {
+        for node in &n[..2] {
+            netctl_ok(node, &["key", op, new]);
+        }
+    }
+    for node in &n[..2] {
+        netctl_ok(node, &["key", "remove", old]);
+    }
+    let ls = netctl_ok(&n[0], &["key", "ls"]);
+    let rows: Vec<&str> = ls.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{ls}");
+    assert!(rows[0].contains("primary") && rows[0].contains("128"), "{ls}");
+    std::thread::sleep(Duration::from_secs(3));
+    wait_for("node2 still alive after the rotation", Duration::from_secs(5), alive("node2"));
+
+    // A node that only has the old key stays out.
+    start(2);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!node_ls(&n[0]).iter().any(|m| m.0 == "node3"), "node3 got in with the old key");
+    assert!(n[2].log().contains("cannot join the cluster yet"), "{}", n[2].log_tail(10));
+
+    // node2 restarted with the same config file (old key): its store keeps
+    // the rotated keyring, so it rejoins.
+    n[1].stop_netd().unwrap();
+    start(1);
+    assert!(n[1].log().contains("gossip keyring from the store"), "{}", n[1].log_tail(10));
+    wait_for("node2 rejoins after its restart", Duration::from_secs(15), alive("node2"));
+}

@@ -112,7 +112,15 @@ fn netd_programs_services_and_a_kill_and_restart_drops_no_connection() {
     let o = n.netctl(&["lb", "create", "web2", "--vip", "10.77.0.250", "-p", "80"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("10.77.0.250:80/tcp is already service web"), "{o:?}");
 
-    // Through the VIP to both backends.
+    // Through the VIP to both backends. The probe before the service
+    // left the client's ARP entry for the VIP resolving or failed (3 probes
+    // over 3 s): until it is asked again, connects fail fast with "no route
+    // to host", as for any address that did not answer. A client retries.
+    let t0 = Instant::now();
+    while connect(&client).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(8), "the VIP never answered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let mut conns: Vec<_> = (0..16).map(|_| connect(&client).expect("a connection through the VIP")).collect();
     let before: Vec<Option<String>> = conns.iter_mut().map(|c| ask(c, "hello")).collect();
     assert!(before.iter().all(Option::is_some), "{before:?}");

@@ -73,6 +73,34 @@ async fn first_global_ipv4() -> Option<Ipv4Addr> {
     found.first().map(|(_, ip)| *ip)
 }
 
+/// Store metadata key of the keyring after a rotation through the API.
+pub const KEYRING_META: &str = "gossip_keyring";
+
+/// The keyring as kept in the store: a JSON list of base64 keys, primary
+/// first.
+pub fn keyring_to_meta(keys: &[Vec<u8>]) -> String {
+    serde_json::to_string(&keys.iter().map(|k| crate::config::base64_encode(k)).collect::<Vec<_>>())
+        .unwrap_or_else(|_| "[]".into())
+}
+
+/// The keyring kept in the store, checked as the config file's keys are.
+pub fn keyring_from_meta(s: &str) -> Result<Vec<Vec<u8>>, String> {
+    let list: Vec<String> = serde_json::from_str(s).map_err(|e| format!("stored gossip keyring: {e}"))?;
+    list.iter()
+        .map(|k| match crate::config::base64_decode(k) {
+            Some(b) if matches!(b.len(), 16 | 24 | 32) => Ok(b),
+            _ => Err("stored gossip keyring: a key is not 16, 24 or 32 bytes of base64".to_owned()),
+        })
+        .collect()
+}
+
+/// How a key is shown: the first 8 bytes of its SHA-256, in hex (never
+/// the key itself).
+pub fn fingerprint(key: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(key)[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Starts the member and the background join.
 pub async fn start(cfg: &GossipConfig, hostname: &str, node_id: &str) -> Result<Handle, ClusterError> {
     let advertise = match cfg.advertise {

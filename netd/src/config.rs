@@ -440,6 +440,23 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     if s.is_empty() || bits >= 6 { None } else { Some(out) }
 }
 
+/// Standard base64 with padding (as `serf keygen` prints keys).
+pub fn base64_encode(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for chunk in b.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 fn invalid<T>(key: &str, message: String) -> Result<T, ConfigError> {
     Err(ConfigError::Invalid { key: key.to_owned(), message })
 }
@@ -530,6 +547,13 @@ mod tests {
         assert_eq!(c.gossip.advertise, Some("10.0.0.9:7946".parse().unwrap()));
         assert_eq!(c.gossip.profile, GossipProfile::Wan);
         assert_eq!(c.gossip.keys, vec![(0u8..16).collect::<Vec<_>>()]);
+        assert_eq!(base64_encode(&c.gossip.keys[0]), "AAECAwQFBgcICQoLDA0ODw==");
+        for n in 0..40u8 {
+            let b: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();
+            if n > 0 {
+                assert_eq!(base64_decode(&base64_encode(&b)), Some(b), "round trip of {n} bytes");
+            }
+        }
         for (text, key) in [
             ("gossip-keys = [\"AAAA\"]", "gossip-keys"),
             ("gossip-keys = [\"!!\"]", "gossip-keys"),

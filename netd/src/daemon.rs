@@ -246,7 +246,23 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
     let housekeeping = tokio::spawn(lb_housekeeping(lb.clone(), config.lb_timeouts, stop.clone()));
 
     let host = HostFacts::read();
-    let gossip = crate::cluster::start(&config.gossip, &host.hostname, node_id.as_str()).await?;
+    // A keyring rotated through the API outlives restarts (the config
+    // file's gossip-keys only seed a node that never rotated).
+    let mut gossip_cfg = config.gossip.clone();
+    match store.meta(crate::cluster::KEYRING_META)?.map(|m| crate::cluster::keyring_from_meta(&m)) {
+        Some(Ok(keys)) if !keys.is_empty() => {
+            if keys != gossip_cfg.keys {
+                tracing::info!(
+                    keys = keys.len(),
+                    "gossip keyring from the store (rotated through the API), not the config file's"
+                );
+            }
+            gossip_cfg.keys = keys;
+        }
+        Some(Err(e)) => tracing::error!(error = %e, "ignoring the stored gossip keyring; using the config file's"),
+        _ => {}
+    }
+    let gossip = crate::cluster::start(&gossip_cfg, &host.hostname, node_id.as_str()).await?;
 
     let (reconcile, reconcile_task) =
         reconcile::spawn(store.clone(), links, Some(networks.clone()), config.reconcile_interval, stop.clone()).await;

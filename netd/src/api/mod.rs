@@ -9,6 +9,7 @@ mod events;
 mod exec;
 pub mod filters;
 mod images;
+mod keys;
 mod lb;
 mod networks;
 mod system;
@@ -127,6 +128,8 @@ pub fn app(
         .route("/networks/{id}", get(networks::inspect).delete(networks::remove))
         .route("/networks/{id}/connect", post(networks::connect))
         .route("/networks/{id}/disconnect", post(networks::disconnect))
+        .route("/gossip/keys", get(keys::list))
+        .route("/gossip/keys/{op}", post(keys::change))
         .route("/lb/services", get(lb::list).post(lb::upsert))
         .route("/lb/services/{name}", get(lb::inspect).delete(lb::remove))
         .route("/lb/conntrack", get(lb::conntrack))

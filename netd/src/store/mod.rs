@@ -116,6 +116,27 @@ impl Store {
         NodeId::parse(&s).map_err(|e| StoreError::Db { op: "read node id", message: e.to_string() })
     }
 
+    /// A value of the store's own metadata (e.g. the gossip keyring after
+    /// a rotation), if set.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err("begin"))?;
+        let meta = txn.open_table(META).map_err(db_err("open meta"))?;
+        let v = meta.get(key).map_err(db_err("read meta"))?;
+        Ok(v.map(|v| v.value().to_owned()))
+    }
+
+    /// Sets a metadata value (one transaction).
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err("begin"))?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err("open meta"))?;
+            meta.insert(key, value).map_err(db_err("write meta"))?;
+        }
+        txn.commit().map_err(db_err("commit"))?;
+        self.committed();
+        Ok(())
+    }
+
     /// Every record of one kind, ordered by key.
     pub fn all<R: Record>(&self) -> Result<Vec<R>, StoreError> {
         table::all(&self.db)
