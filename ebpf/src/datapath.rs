@@ -144,6 +144,8 @@ pub trait Datapath {
     fn answer_arp(&mut self, _ifname: &str, _gw_mac: [u8; 6]) -> Result<(), DatapathError> {
         Ok(())
     }
+    /// The services it holds: (address, port, protocol).
+    fn service_keys(&self) -> Vec<(Ipv4Addr, u16, Proto)>;
     /// Forgets attachments to interfaces that are gone; returns how many.
     fn prune_links(&mut self) -> usize {
         0
@@ -385,6 +387,9 @@ impl Datapath for Recording {
     fn attach_world(&mut self, ifname: &str) -> Result<(), DatapathError> {
         self.calls.push(format!("attach_world {ifname}"));
         Ok(())
+    }
+    fn service_keys(&self) -> Vec<(Ipv4Addr, u16, Proto)> {
+        self.ids.services.keys().copied().collect()
     }
     fn attached(&self) -> Vec<String> {
         self.links.clone()
@@ -1046,6 +1051,10 @@ impl Datapath for Kernel {
 
     fn upsert_services(&mut self, svcs: &[ServiceSpec]) -> Result<(), DatapathError> {
         Kernel::upsert_services(self, svcs)
+    }
+
+    fn service_keys(&self) -> Vec<(Ipv4Addr, u16, Proto)> {
+        self.ids.services.keys().copied().collect()
     }
 
     fn prune_links(&mut self) -> usize {

@@ -399,12 +399,21 @@ impl Lb {
     }
 
     /// Programs every stored service (at start: tables of re-adopted
-    /// services are rewritten in place, so tracked flows keep going).
+    /// services are rewritten in place, so tracked flows keep going), and
+    /// removes re-adopted ones the store no longer has (e.g. published on
+    /// an address the node lost, or a data root started afresh).
     pub fn restore(&self) -> Result<usize, LbError> {
         let all = self.store.all::<ServiceRecord>()?;
         let addrs = self.node_addrs();
         let specs: Vec<ServiceSpec> = all.iter().flat_map(|s| specs(s, &addrs)).collect();
-        self.dp()?.upsert_services(&specs)?;
+        let mut dp = self.dp()?;
+        dp.upsert_services(&specs)?;
+        for (a, p, proto) in dp.service_keys() {
+            if !specs.iter().any(|s| (s.addr, s.port, s.proto) == (a, p, proto)) {
+                tracing::info!(service = %format!("{a}:{p}/{proto:?}"), "removing a pinned service the store does not have");
+                dp.delete_service(a, p, proto)?;
+            }
+        }
         Ok(all.len())
     }
 
@@ -655,6 +664,28 @@ mod tests {
         assert_eq!(gone.name, "web");
         assert!(lb.services().unwrap().is_empty());
         assert!(matches!(lb.remove("web"), Err(LbError::NotFound(_))));
+    }
+
+    #[test]
+    fn restore_programs_the_store_and_drops_what_it_does_not_have() {
+        let (_d, st) = store();
+        let mut fake = ebpf::datapath::Recording::new();
+        // Re-adopted from the pins: one the store has, one it does not.
+        let stale = ServiceSpec {
+            addr: Ipv4Addr::new(10, 9, 9, 9),
+            port: 1,
+            proto: ebpf::datapath::Proto::Tcp,
+            backends: vec![],
+            mode: Mode::EastWest,
+        };
+        fake.upsert_service(&stale).unwrap();
+        let lb = Lb::with(st.clone(), Box::new(fake));
+        lb.upsert(web()).unwrap();
+        assert_eq!(lb.restore().unwrap(), 1);
+        let mut keys = lb.dp().unwrap().service_keys();
+        keys.sort();
+        assert_eq!(keys.len(), 2, "web's two ports, the stale one gone: {keys:?}");
+        assert!(!keys.iter().any(|k| k.0 == stale.addr));
     }
 
     #[test]

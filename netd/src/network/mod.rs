@@ -173,15 +173,7 @@ impl Networks {
             }
         }
         let mut out = Vec::new();
-        let routes: Vec<_> = self
-            .nl
-            .route()
-            .get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| NetError::Kernel(e.to_string()))?;
-        for r in routes {
+        for r in self.ipv4_routes().await? {
             let mut dst = None;
             let mut oif = None;
             for a in &r.attributes {
@@ -221,6 +213,17 @@ impl Networks {
         Ok(out)
     }
 
+    /// Every IPv4 route of netd's namespace (all tables).
+    async fn ipv4_routes(&self) -> Result<Vec<netlink_packet_route::route::RouteMessage>, NetError> {
+        self.nl
+            .route()
+            .get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| NetError::Kernel(e.to_string()))
+    }
+
     /// The interfaces where traffic from outside the node arrives, with
     /// their IPv4 addresses: `names`, or (None) those carrying an IPv4
     /// default route. Named interfaces that do not exist are an error.
@@ -248,15 +251,9 @@ impl Networks {
                 })
                 .collect::<Result<_, _>>()?,
             None => {
-                let routes: Vec<_> = self
-                    .nl
-                    .route()
-                    .get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build())
-                    .execute()
-                    .try_collect()
-                    .await
-                    .map_err(kernel)?;
-                let mut oifs: Vec<u32> = routes
+                let mut oifs: Vec<u32> = self
+                    .ipv4_routes()
+                    .await?
                     .iter()
                     .filter(|r| {
                         r.header.destination_prefix_length == 0
