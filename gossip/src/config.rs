@@ -46,6 +46,11 @@ pub struct Config {
     /// Encryption: when set, every packet and stream is AES-GCM encrypted
     /// with the primary key, and plaintext or undecryptable ones are dropped.
     pub keyring: Option<crate::security::Keyring>,
+    /// memberlist's `Label`: prefixed to every packet and stream (and
+    /// authenticated with them when encrypted); packets and streams with
+    /// another label (or none) are dropped, so clusters sharing a network
+    /// (or a key) stay apart. Empty: no label. At most 255 bytes.
+    pub label: Vec<u8>,
     /// Replicated tables: deleted entries are remembered this long.
     pub tombstone_ttl: Duration,
     /// Entries of a member declared dead or left go away after this grace.
@@ -79,6 +84,7 @@ impl Config {
             delegate: [2, 5, 4],
             meta: Vec::new(),
             keyring: None,
+            label: Vec::new(),
             tombstone_ttl: Duration::from_secs(300),
             owner_grace: Duration::from_secs(60),
             tcp_pings: true,

@@ -117,6 +117,9 @@ pub struct SecurityStats {
     pub plaintext: u64,
     /// Encrypted with a key this member does not hold (or tampered with).
     pub undecryptable: u64,
+    /// Packets and streams with another label than this member's (or a
+    /// malformed label header).
+    pub wrong_label: u64,
 }
 
 /// Talks to a running member.
@@ -247,9 +250,9 @@ impl Handle {
         let ours = rx.await.map_err(|_| GossipError::Stopped)?;
         let io = async {
             let mut s = self.transport.connect(to).await?;
-            s.write_all(&seal_stream(&self.keys, sync_frame(&self.cfg.name, &ours))).await?;
+            s.write_all(&open_stream(&self.keys, &self.cfg.label, sync_frame(&self.cfg.name, &ours))).await?;
             s.flush().await?;
-            match read_stream(&mut s, &self.keys, &self.stats).await? {
+            match read_stream(&mut s, &self.keys, &self.stats, &self.cfg.label, false).await? {
                 StreamMsg::Tables(_, e) => Ok(e),
                 _ => Err(bad_data("answered a table sync with something else")),
             }
@@ -281,9 +284,9 @@ impl Handle {
         let local = rx.await.map_err(|_| GossipError::Stopped)?;
         let io = async {
             let mut s = self.transport.connect(to).await?;
-            s.write_all(&seal_stream(&self.keys, wire::encode_push_pull(join, &local, b""))).await?;
+            s.write_all(&open_stream(&self.keys, &self.cfg.label, wire::encode_push_pull(join, &local, b""))).await?;
             s.flush().await?;
-            match read_stream(&mut s, &self.keys, &self.stats).await? {
+            match read_stream(&mut s, &self.keys, &self.stats, &self.cfg.label, false).await? {
                 StreamMsg::PushPull(n) => Ok(n),
                 _ => Err(bad_data("answered a push-pull with something else")),
             }
@@ -300,9 +303,9 @@ impl Handle {
     /// answered by an ack with the same sequence number.
     async fn tcp_ping(&self, to: SocketAddr, ping: Vec<u8>, seq: u32) -> Result<(), GossipError> {
         let mut s = self.transport.connect(to).await?;
-        s.write_all(&seal_stream(&self.keys, ping)).await?;
+        s.write_all(&open_stream(&self.keys, &self.cfg.label, ping)).await?;
         s.flush().await?;
-        match read_stream(&mut s, &self.keys, &self.stats).await? {
+        match read_stream(&mut s, &self.keys, &self.stats, &self.cfg.label, false).await? {
             StreamMsg::Ack(got) if got == seq => Ok(()),
             StreamMsg::Ack(got) => Err(bad_data(&format!("ack over TCP for ping {got}, expected {seq}"))),
             _ => Err(bad_data("answered a ping over TCP with something else")),
@@ -310,11 +313,20 @@ impl Handle {
     }
 }
 
-fn seal_stream(keys: &SharedKeys, msg: Vec<u8>) -> Vec<u8> {
+/// A stream message, encrypted when a keyring is set (the label
+/// authenticated with it). The label header itself opens the stream:
+/// [`open_stream`] writes it.
+fn seal_stream(keys: &SharedKeys, label: &[u8], msg: Vec<u8>) -> Vec<u8> {
     match keys.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        Some(k) => k.encrypt_stream(&msg),
+        Some(k) => k.encrypt_stream(&msg, label),
         None => msg,
     }
+}
+
+/// The first write of a stream this member opened: the label header (if
+/// it has a label), then the sealed message.
+fn open_stream(keys: &SharedKeys, label: &[u8], msg: Vec<u8>) -> Vec<u8> {
+    wire::add_label(label, seal_stream(keys, label, msg))
 }
 
 fn bad_data(why: &str) -> GossipError {
@@ -364,16 +376,21 @@ fn parse_sync(buf: &[u8]) -> Result<Option<(String, Vec<Entry>)>, GossipError> {
 }
 
 /// Reads one stream message (push-pull plain, LZW-compressed, or a table
-/// sync; encrypted when a keyring is set).
+/// sync; encrypted when a keyring is set, with `label` authenticated).
+/// `header`: the stream's first message, which opens with the label header
+/// when the sender has a label; a label other than ours is refused.
 async fn read_stream(
     s: &mut Box<dyn Stream>,
     keys: &SharedKeys,
     stats: &std::sync::Mutex<SecurityStats>,
+    label: &[u8],
+    header: bool,
 ) -> Result<StreamMsg, GossipError> {
     const LIMIT: usize = 20 * 1024 * 1024;
-    let mut raw = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     let keyring = keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut start = if header { None } else { Some(0) };
+    let mut all = Vec::new();
     loop {
         let n = s.read(&mut chunk).await?;
         if n == 0 {
@@ -381,9 +398,37 @@ async fn read_stream(
                 std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "stream closed before a full state").into()
             );
         }
-        raw.extend_from_slice(&chunk[..n]);
-        if raw.len() > LIMIT {
+        all.extend_from_slice(&chunk[..n]);
+        if all.len() > LIMIT {
             return Err(bad_data("remote state too large"));
+        }
+        let at = match start {
+            Some(at) => at,
+            None if all[0] == wire::HAS_LABEL && (all.len() < 2 || all.len() < 2 + usize::from(all[1])) => continue,
+            None => {
+                let wrong = |why: String| {
+                    stats.lock().unwrap_or_else(|p| p.into_inner()).wrong_label += 1;
+                    Err(bad_data(&why))
+                };
+                let (got, _) = match wire::split_label(&all) {
+                    Ok(x) => x,
+                    Err(e) => return wrong(e.to_string()),
+                };
+                if got != label {
+                    return wrong(format!(
+                        "stream labelled {:?}, this member's label is {:?}",
+                        String::from_utf8_lossy(got),
+                        String::from_utf8_lossy(label)
+                    ));
+                }
+                let at = if got.is_empty() { 0 } else { 2 + got.len() };
+                start = Some(at);
+                at
+            }
+        };
+        let raw = &all[at..];
+        if raw.is_empty() {
+            continue;
         }
         let decrypted;
         let buf: &[u8] = match (&keyring, raw[0] == MsgType::Encrypt as u8) {
@@ -398,7 +443,9 @@ async fn read_stream(
                 if raw.len() < 5 + len {
                     continue;
                 }
-                decrypted = k.decrypt(&raw[5..5 + len], &raw[..5]).map_err(|e| {
+                let mut aad = raw[..5].to_vec();
+                aad.extend_from_slice(label);
+                decrypted = k.decrypt(&raw[5..5 + len], &aad).map_err(|e| {
                     stats.lock().unwrap_or_else(|p| p.into_inner()).undecryptable += 1;
                     bad_data(&e.to_string())
                 })?;
@@ -409,7 +456,7 @@ async fn read_stream(
                 return Err(bad_data("plaintext stream refused: encryption is on"));
             }
             (None, true) => return Err(bad_data("encrypted stream, but encryption is off here")),
-            (None, false) => &raw,
+            (None, false) => raw,
         };
         if buf[0] == SYNC_TAG {
             match parse_sync(buf)? {
@@ -850,9 +897,10 @@ impl Engine {
     /// Sends a packet, encrypted when a keyring is set.
     async fn raw_send(&self, to: SocketAddr, packet: Vec<u8>) {
         let packet = match self.keys.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            Some(k) => k.encrypt(&packet, b""),
+            Some(k) => k.encrypt(&packet, &self.cfg.label),
             None => packet,
         };
+        let packet = wire::add_label(&self.cfg.label, packet);
         if let Err(e) = self.transport.send(to, packet).await {
             tracing::debug!(%to, error = %e, "send failed");
         }
@@ -860,7 +908,8 @@ impl Engine {
 
     /// Sends `msg` with as many broadcasts as fit piggybacked.
     async fn send(&mut self, to: SocketAddr, msg: Vec<u8>) {
-        let overhead = if self.cfg.keyring.is_some() { 4 + 29 } else { 4 };
+        let label = if self.cfg.label.is_empty() { 0 } else { 2 + self.cfg.label.len() };
+        let overhead = label + if self.cfg.keyring.is_some() { 4 + 29 } else { 4 };
         let budget = self.cfg.udp_buffer_size.saturating_sub(msg.len() + overhead);
         let mut extra = self.take_broadcasts(budget);
         let packet = if extra.is_empty() {
@@ -942,10 +991,23 @@ impl Engine {
     }
 
     async fn packet(&mut self, data: &[u8], from: SocketAddr) {
+        let (label, data) = match wire::split_label(data) {
+            Ok((l, rest)) if l == self.cfg.label.as_slice() => (l, rest),
+            Ok((l, _)) => {
+                self.stats.lock().unwrap_or_else(|p| p.into_inner()).wrong_label += 1;
+                tracing::debug!(%from, label = %String::from_utf8_lossy(l), "dropped a packet with another label");
+                return;
+            }
+            Err(e) => {
+                self.stats.lock().unwrap_or_else(|p| p.into_inner()).wrong_label += 1;
+                tracing::debug!(%from, error = %e, "dropped a packet with a malformed label");
+                return;
+            }
+        };
         let keyring = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
         let decrypted;
         let data = match keyring {
-            Some(k) => match k.decrypt(data, b"") {
+            Some(k) => match k.decrypt(data, label) {
                 Ok(p) => {
                     decrypted = p;
                     &decrypted[..]
@@ -1463,14 +1525,14 @@ pub fn serf_leave_intent(node: &str, ltime: u64) -> Vec<u8> {
 /// Answers an inbound stream: a push-pull (the remote sends first).
 async fn serve_stream(h: Handle, mut s: Box<dyn Stream>, from: SocketAddr) {
     let r = tokio::time::timeout(h.cfg.tcp_timeout, async {
-        let remote = match read_stream(&mut s, &h.keys, &h.stats).await? {
+        let remote = match read_stream(&mut s, &h.keys, &h.stats, &h.cfg.label, true).await? {
             StreamMsg::PushPull(n) => n,
             StreamMsg::Ping(p) => {
                 if !p.node.is_empty() && p.node != h.cfg.name {
                     return Err(bad_data(&format!("ping over TCP for {}, but this member is {}", p.node, h.cfg.name)));
                 }
                 let ack = wire::encode_message(&Message::Ack(wire::Ack { seq_no: p.seq_no, payload: None }));
-                s.write_all(&seal_stream(&h.keys, ack)).await?;
+                s.write_all(&seal_stream(&h.keys, &h.cfg.label, ack)).await?;
                 s.flush().await?;
                 return Ok(());
             }
@@ -1479,7 +1541,7 @@ async fn serve_stream(h: Handle, mut s: Box<dyn Stream>, from: SocketAddr) {
                 let (tx, rx) = oneshot::channel();
                 h.cmd.send(Cmd::TableSync(peer, entries, Some(tx))).await.map_err(|_| GossipError::Stopped)?;
                 let ours = rx.await.map_err(|_| GossipError::Stopped)?;
-                s.write_all(&seal_stream(&h.keys, sync_frame(&h.cfg.name, &ours))).await?;
+                s.write_all(&seal_stream(&h.keys, &h.cfg.label, sync_frame(&h.cfg.name, &ours))).await?;
                 s.flush().await?;
                 return Ok(());
             }
@@ -1487,7 +1549,7 @@ async fn serve_stream(h: Handle, mut s: Box<dyn Stream>, from: SocketAddr) {
         let (tx, rx) = oneshot::channel();
         h.cmd.send(Cmd::LocalState(tx)).await.map_err(|_| GossipError::Stopped)?;
         let local = rx.await.map_err(|_| GossipError::Stopped)?;
-        s.write_all(&seal_stream(&h.keys, wire::encode_push_pull(false, &local, b""))).await?;
+        s.write_all(&seal_stream(&h.keys, &h.cfg.label, wire::encode_push_pull(false, &local, b""))).await?;
         s.flush().await?;
         h.cmd.send(Cmd::Merge(remote, None)).await.map_err(|_| GossipError::Stopped)?;
         Ok::<_, GossipError>(())

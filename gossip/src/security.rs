@@ -148,12 +148,15 @@ impl Keyring {
         Err(SecurityError::NoKey)
     }
 
-    /// A stream message: `[10][len][encrypted]`, the header authenticated.
-    pub fn encrypt_stream(&self, msg: &[u8]) -> Vec<u8> {
+    /// A stream message: `[10][len][encrypted]`, the header and the
+    /// stream's label (if any) authenticated, as memberlist does.
+    pub fn encrypt_stream(&self, msg: &[u8], label: &[u8]) -> Vec<u8> {
         let len = (1 + NONCE + msg.len() + TAG) as u32;
         let mut header = vec![crate::wire::MsgType::Encrypt as u8];
         header.extend(len.to_be_bytes());
-        let body = self.encrypt(msg, &header);
+        let mut aad = header.clone();
+        aad.extend_from_slice(label);
+        let body = self.encrypt(msg, &aad);
         header.extend(body);
         header
     }
@@ -201,8 +204,13 @@ mod tests {
         v0.extend(seal(&k2, &nonce, &padded, b""));
         assert_eq!(b.decrypt(&v0, b"").unwrap(), b"hi");
         // Streams authenticate their header.
-        let s = b.encrypt_stream(b"state");
+        let s = b.encrypt_stream(b"state", b"");
         assert_eq!(s[0], 10);
         assert_eq!(b.decrypt(&s[5..], &s[..5]).unwrap(), b"state");
+        // ... and the stream's label, when there is one.
+        let s = b.encrypt_stream(b"state", b"prod");
+        let aad = [&s[..5], b"prod"].concat();
+        assert_eq!(b.decrypt(&s[5..], &aad).unwrap(), b"state");
+        assert_eq!(b.decrypt(&s[5..], &s[..5]), Err(SecurityError::NoKey), "the label is authenticated");
     }
 }

@@ -67,6 +67,8 @@ pub enum WireError {
     Crc { expected: u32, actual: u32 },
     #[error("compressed message: {0}")]
     Compress(String),
+    #[error("{0}")]
+    Label(&'static str),
 }
 
 /// A member's state as push-pull carries it.
@@ -519,3 +521,37 @@ pub fn crc32(data: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests;
+
+/// memberlist's label header type byte (`hasLabelMsg`).
+pub const HAS_LABEL: u8 = 244;
+
+/// Prefixes `buf` with memberlist's label header (`[244][len][label]`);
+/// an empty label adds nothing.
+pub fn add_label(label: &[u8], buf: Vec<u8>) -> Vec<u8> {
+    if label.is_empty() {
+        return buf;
+    }
+    let mut out = Vec::with_capacity(2 + label.len() + buf.len());
+    out.push(HAS_LABEL);
+    out.push(label.len() as u8);
+    out.extend_from_slice(label);
+    out.extend(buf);
+    out
+}
+
+/// Splits memberlist's label header off a packet: (label, the rest); no
+/// header gives an empty label. A header that is empty or runs past the
+/// packet is an error.
+pub fn split_label(buf: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
+    if buf.first() != Some(&HAS_LABEL) {
+        return Ok((&[], buf));
+    }
+    let n = usize::from(*buf.get(1).ok_or(WireError::Label("label header truncated"))?);
+    if n == 0 {
+        return Err(WireError::Label("label header cannot be empty when present"));
+    }
+    if buf.len() < 2 + n {
+        return Err(WireError::Label("label header truncated"));
+    }
+    Ok((&buf[2..2 + n], &buf[2 + n..]))
+}

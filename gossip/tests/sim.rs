@@ -352,3 +352,53 @@ async fn writes_during_a_partition_meet_after_healing() {
     })
     .await;
 }
+
+fn labelled(net: &MemNetwork, i: usize, label: &str, key: Option<&[u8]>) -> Handle {
+    member_with(net, i, |c| {
+        c.label = label.as_bytes().to_vec();
+        c.keyring = key.map(|k| gossip::Keyring::new(k.to_vec(), vec![]).unwrap());
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn labels_keep_clusters_apart_with_and_without_encryption() {
+    let net = MemNetwork::default();
+    let a = labelled(&net, 0, "prod", None);
+    let b = labelled(&net, 1, "prod", None);
+    b.join(&[addr(0)]).await.unwrap();
+    within(Duration::from_secs(10), async || states(&a).await == [MemberState::Alive, MemberState::Alive]).await;
+    // Another label, or none, is refused both ways.
+    let c = labelled(&net, 2, "test", None);
+    assert!(c.join(&[addr(0)]).await.is_err(), "another label joined");
+    let d = member(&net, 3);
+    assert!(d.join(&[addr(0)]).await.is_err(), "an unlabelled member joined a labelled cluster");
+    assert!(a.join(&[addr(3)]).await.is_err(), "a labelled member joined an unlabelled one");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(view(&a).await.len(), 2, "{:?}", view(&a).await);
+    assert!(a.security_stats().wrong_label >= 2, "drops are counted: {:?}", a.security_stats());
+    assert_eq!(view(&d).await.len(), 1);
+
+    // With encryption the label is authenticated too.
+    let key = [5u8; 16];
+    let e = labelled(&net, 4, "prod", Some(&key));
+    let f = labelled(&net, 5, "prod", Some(&key));
+    f.join(&[addr(4)]).await.unwrap();
+    within(Duration::from_secs(10), async || states(&e).await == [MemberState::Alive, MemberState::Alive]).await;
+    let g = labelled(&net, 6, "dev", Some(&key));
+    assert!(g.join(&[addr(4)]).await.is_err(), "the same key with another label joined");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(view(&e).await.len(), 2);
+    // The two labelled clusters never mixed.
+    assert_eq!(view(&a).await.len(), 2);
+}
+
+#[test]
+fn label_headers_are_memberlists() {
+    assert_eq!(wire::add_label(b"ab", vec![1, 2]), vec![244, 2, b'a', b'b', 1, 2]);
+    assert_eq!(wire::add_label(b"", vec![1, 2]), vec![1, 2], "no label, no header");
+    assert_eq!(wire::split_label(&[244, 2, b'a', b'b', 9]).unwrap(), (&b"ab"[..], &[9u8][..]));
+    assert_eq!(wire::split_label(&[9, 8]).unwrap(), (&[][..], &[9u8, 8][..]));
+    for bad in [&[244u8][..], &[244, 0, 1], &[244, 5, b'a']] {
+        assert!(wire::split_label(bad).is_err(), "{bad:?}");
+    }
+}

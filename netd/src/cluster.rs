@@ -116,6 +116,7 @@ pub async fn start(cfg: &GossipConfig, hostname: &str, node_id: &str) -> Result<
     };
     g.advertise = advertise;
     g.meta = encode_tags(&[("id", node_id)]);
+    g.label = cfg.label.as_bytes().to_vec();
     if let Some((primary, others)) = cfg.keys.split_first() {
         g.keyring = Some(gossip::Keyring::new(primary.clone(), others.to_vec()).map_err(ClusterError::Key)?);
     }

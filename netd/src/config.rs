@@ -177,6 +177,11 @@ pub struct FileConfig {
     /// common key; plaintext and foreign packets are dropped. Default: none
     /// (no encryption). Kept out of the flags so keys never show in `ps`.
     pub gossip_keys: Option<Vec<String>>,
+    /// memberlist's label: prefixed to every gossip packet and stream (and
+    /// authenticated with them when encrypted); members with another label
+    /// are ignored, so clusters sharing a network stay apart. 1 to 255
+    /// bytes. Default: none.
+    pub gossip_label: Option<String>,
     /// Embedded DNS (127.0.0.11): TTL of its answers in seconds, 0..=3600.
     /// Default 5 (Docker's 600 keeps dead containers' addresses in caches
     /// for ten minutes).
@@ -234,6 +239,8 @@ pub struct GossipConfig {
     pub profile: GossipProfile,
     /// Decoded keys, primary first (empty: no encryption).
     pub keys: Vec<Vec<u8>>,
+    /// memberlist's label (empty: none).
+    pub label: String,
 }
 
 /// memberlist's timer presets.
@@ -380,6 +387,12 @@ impl Config {
                 None => return invalid("gossip-keys", format!("key {i} is not base64")),
             }
         }
+        let label = match file.gossip_label {
+            Some(l) if l.is_empty() || l.len() > 255 => {
+                return invalid("gossip-label", format!("{} bytes: expected 1 to 255", l.len()));
+            }
+            l => l.unwrap_or_default(),
+        };
         let ttl = file.dns_ttl.unwrap_or(5);
         if ttl > 3600 {
             return invalid("dns-ttl", format!("{ttl} is out of range: expected 0..=3600 seconds"));
@@ -394,7 +407,7 @@ impl Config {
         }
         Ok(Config {
             dns: DnsConfig { ttl, upstream_timeout: Duration::from_millis(up_ms), max_inflight },
-            gossip: GossipConfig { bind, advertise, join, node_name, profile, keys },
+            gossip: GossipConfig { bind, advertise, join, node_name, profile, keys, label },
             cgroup_parent,
             bridge_netfilter: file.bridge_netfilter.unwrap_or(false),
             data_root,
@@ -547,6 +560,13 @@ mod tests {
         assert_eq!(c.gossip.advertise, Some("10.0.0.9:7946".parse().unwrap()));
         assert_eq!(c.gossip.profile, GossipProfile::Wan);
         assert_eq!(c.gossip.keys, vec![(0u8..16).collect::<Vec<_>>()]);
+        assert_eq!(c.gossip.label, "", "no label unless set");
+        let l = Config::merge(&Flags::default(), parse("gossip-label = \"prod\"\n").unwrap()).unwrap();
+        assert_eq!(l.gossip.label, "prod");
+        for bad in ["gossip-label = \"\"\n".to_owned(), format!("gossip-label = \"{}\"\n", "x".repeat(256))] {
+            let e = Config::merge(&Flags::default(), parse(&bad).unwrap()).unwrap_err().to_string();
+            assert!(e.starts_with("invalid gossip-label: "), "{e}");
+        }
         assert_eq!(base64_encode(&c.gossip.keys[0]), "AAECAwQFBgcICQoLDA0ODw==");
         for n in 0..40u8 {
             let b: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();
