@@ -18,6 +18,8 @@ const SEEDS: &[&str] = &[
     r#"{"Image":"busybox","ExposedPorts":{"80/tcp":{}},"HostConfig":{"NetworkMode":"front","PortBindings":{"80/tcp":[{"HostIp":"127.0.0.1","HostPort":"8000-8010"}]},"PublishAllPorts":true},"NetworkingConfig":{"EndpointsConfig":{"front":{"IPAMConfig":{"IPv4Address":"10.1.0.9"},"Aliases":["web"]}}}}"#,
     "172.18.0.0/16",
     "53/udp",
+    r#"{"Name":"web","VIP":"10.9.0.100","Ports":[{"Protocol":"udp","Port":80,"TargetPort":8080,"PublishedPort":30080,"PublishMode":"preserve"}],"Backends":[{"Addr":"10.9.0.2","Weight":3,"State":"draining"}]}"#,
+    r#"{"Key":"AAECAwQFBgcICQoLDA0ODw=="}"#,
 ];
 
 /// Bytes that are structural in the formats under test.
@@ -76,7 +78,19 @@ async fn router_never_answers_500_to_garbage() {
     let (_dir, ctx, _stop) = crate::api::test_ctx().await;
     let mut rng = StdRng::seed_from_u64(7);
     let methods = [Method::GET, Method::POST, Method::DELETE, Method::PUT, Method::HEAD];
-    let paths = ["/networks/create", "/networks", "/networks/none", "/networks/none/connect", "/events", "/info"];
+    let paths = [
+        "/networks/create",
+        "/networks",
+        "/networks/none",
+        "/networks/none/connect",
+        "/events",
+        "/info",
+        "/lb/services",
+        "/lb/services/web",
+        "/lb/conntrack?limit=3",
+        "/gossip/keys",
+        "/gossip/keys/install",
+    ];
     let before = ctx.store.networks().unwrap();
     for (i, junk) in inputs(3_000).into_iter().enumerate() {
         let method = methods[rng.random_range(0..methods.len())].clone();

@@ -25,7 +25,7 @@ fn keys_json(encrypted: bool, keys: &[Vec<u8>]) -> Value {
 }
 
 fn gossip(st: &AppState) -> Result<&gossip::Handle, ApiError> {
-    st.gossip.as_ref().ok_or_else(|| ApiError::Internal("cluster membership is not running".into()))
+    st.gossip.as_ref().ok_or_else(|| ApiError::NotImplemented("cluster membership is not running here".into()))
 }
 
 pub(super) async fn list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {

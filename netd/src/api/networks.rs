@@ -232,7 +232,7 @@ pub(super) async fn create(
     let networks = st
         .networks
         .as_ref()
-        .ok_or_else(|| ApiError::Internal("the bridge driver is not running in this daemon".into()))?;
+        .ok_or_else(|| ApiError::NotImplemented("the bridge driver is not running in this daemon".into()))?;
     let rec = networks.create(create).await?;
     st.events.publish(Event::now("network", "create", rec.id.as_str(), &[("name", &rec.name), ("type", "bridge")]));
     st.reconcile.notify();
