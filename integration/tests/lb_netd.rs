@@ -180,10 +180,21 @@ fn netd_programs_services_and_a_kill_and_restart_drops_no_connection() {
     assert!(out.contains("b1:sock") || out.contains("b2:sock"), "{out}");
     assert_eq!(vip_flows(), flows_before, "no NAT flow for a container's own connection");
 
-    // b1 drained: established connections stay, new ones go to b2.
+    // b1 drained, under a bounded load of new connections: established
+    // connections stay, no connection fails, new ones go to b2.
+    let (stop, done, failed) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let loader = load(client.clone(), stop.clone(), done.clone(), failed.clone());
+    std::thread::sleep(Duration::from_millis(200));
     ok(n.netctl(&["lb", "backend", "web", &format!("{b1},state=draining")]));
     let now: Vec<Option<String>> = conns.iter_mut().map(|c| ask(c, "drained")).collect();
     assert_eq!(now, before, "draining keeps established connections");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    loader.join().unwrap();
+    let (done, failed) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(failed, 0, "connections failed while the backend set changed ({done} succeeded)");
+    assert!(done >= 5, "the load ran ({done} connections)");
     for _ in 0..8 {
         let mut c = connect(&client).unwrap();
         assert_eq!(ask(&mut c, "new").as_deref(), Some("b2"), "a new connection avoids the draining backend");
