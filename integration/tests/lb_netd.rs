@@ -162,6 +162,7 @@ fn netd_programs_services_and_a_kill_and_restart_drops_no_connection() {
 
     // A container's own sockets are balanced at connect (socket level):
     // it reaches a backend, and the per-packet NAT tracks no flow for it.
+    // It asks by the service's name: the embedded DNS answers the VIP.
     assert!(n.log().contains("containers' sockets balanced at connect"), "{}", n.log_tail(20));
     let vip_flows = || {
         ok(n.netctl(&["lb", "conntrack", "--limit", "100000"])).lines().filter(|l| l.contains("10.77.0.250:80")).count()
@@ -175,8 +176,9 @@ fn netd_programs_services_and_a_kill_and_restart_drops_no_connection() {
         "busybox",
         "sh",
         "-c",
-        "echo sock | timeout 2 nc 10.77.0.250 80; true",
+        "nslookup web | grep -q 10.77.0.250 && echo resolved; echo sock | timeout 2 nc web 80; true",
     ]));
+    assert!(out.contains("resolved"), "the service's name answers its VIP: {out}");
     assert!(out.contains("b1:sock") || out.contains("b2:sock"), "{out}");
     assert_eq!(vip_flows(), flows_before, "no NAT flow for a container's own connection");
 

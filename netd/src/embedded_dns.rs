@@ -50,6 +50,17 @@ pub fn upstreams(c: &ContainerRecord, host_resolv: &str) -> Vec<SocketAddr> {
     ips.into_iter().take(dns::forward::MAX_UPSTREAMS).map(|ip| SocketAddr::new(ip, 53)).collect()
 }
 
+/// Whether subnet `net`/`len` holds `a`.
+fn holds(net: IpAddr, len: u8, a: std::net::Ipv4Addr) -> bool {
+    match net {
+        IpAddr::V4(n) if len <= 32 => {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
 fn subnet(s: &str) -> Option<(IpAddr, u8)> {
     let (a, l) = s.split_once('/')?;
     let (a, l): (IpAddr, u8) = (a.parse().ok()?, l.parse().ok()?);
@@ -65,16 +76,48 @@ pub fn build(
     serial: u32,
     nets: &[NetworkRecord],
     containers: &[ContainerRecord],
+    services: &[crate::lb::ServiceRecord],
     host_resolv: &str,
     starting: Option<&ContainerId>,
 ) -> dns::Db {
     let mut db = dns::Db::new(ttl, serial);
-    for n in nets.iter().filter(|n| !n.predefined) {
+    let user_nets: Vec<(&NetworkRecord, Vec<(IpAddr, u8)>)> = nets
+        .iter()
+        .filter(|n| !n.predefined)
+        .map(|n| (n, n.ipam.iter().filter_map(|p| subnet(&p.subnet)).collect()))
+        .collect();
+    for (n, subnets) in &user_nets {
         db.add_network(dns::Network {
             id: dns::NetKey(n.id.as_str().to_owned()),
             name: n.name.clone(),
-            subnets: n.ipam.iter().filter_map(|p| subnet(&p.subnet)).collect(),
+            subnets: subnets.clone(),
             internal: n.internal,
+        });
+    }
+    // Load-balanced services answer by name (VIP mode) on the network
+    // whose subnet holds their VIP, as a swarm service's name answers its
+    // VIP on the service's network.
+    for svc in services {
+        let Some((n, _)) = user_nets.iter().find(|(_, subs)| subs.iter().any(|(a, l)| holds(*a, *l, svc.vip))) else {
+            continue;
+        };
+        db.add_service(dns::Service {
+            name: svc.name.clone(),
+            network: dns::NetKey(n.id.as_str().to_owned()),
+            vip: Some(IpAddr::V4(svc.vip)),
+            tasks: Vec::new(),
+            ports: svc
+                .ports
+                .iter()
+                .map(|p| dns::ServicePort {
+                    name: None,
+                    port: p.port,
+                    proto: match p.protocol {
+                        crate::lb::Protocol::Tcp => dns::Proto::Tcp,
+                        crate::lb::Protocol::Udp => dns::Proto::Udp,
+                    },
+                })
+                .collect(),
         });
     }
     let live = |c: &&ContainerRecord| c.state.status == Status::Running || Some(&c.id) == starting;
@@ -150,8 +193,13 @@ impl EmbeddedDns {
     /// Rebuilds the records from `nets` and `containers`; closes servers of
     /// containers that are gone or stopped, opens missing ones for running
     /// containers (after a netd restart, or a `network connect`).
-    pub fn refresh(&self, nets: &[NetworkRecord], containers: &[ContainerRecord]) {
-        self.refresh_starting(nets, containers, None);
+    pub fn refresh(
+        &self,
+        nets: &[NetworkRecord],
+        containers: &[ContainerRecord],
+        services: &[crate::lb::ServiceRecord],
+    ) {
+        self.refresh_starting(nets, containers, services, None);
     }
 
     /// [`EmbeddedDns::refresh`], counting `starting` as running: called
@@ -161,11 +209,12 @@ impl EmbeddedDns {
         &self,
         nets: &[NetworkRecord],
         containers: &[ContainerRecord],
+        services: &[crate::lb::ServiceRecord],
         starting: Option<&ContainerId>,
     ) {
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let serial = self.serial.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        self.shared.swap(build(self.ttl, serial, nets, containers, &host, starting));
+        self.shared.swap(build(self.ttl, serial, nets, containers, services, &host, starting));
         if starting.is_some() {
             return;
         }
@@ -345,7 +394,14 @@ mod tests {
         };
         let up = container("up", vec![ep(&front, "front", [172, 18, 0, 2])], true);
         let down = container("down", vec![ep(&front, "front", [172, 18, 0, 3])], false);
-        let db = build(5, 1, std::slice::from_ref(&net), &[up.clone(), down.clone()], HOST, None);
+        let web: crate::lb::ServiceRecord = serde_json::from_str(
+            r#"{"Name":"web","VIP":"172.18.0.250","Ports":[{"Port":80}],"Backends":[{"Addr":"172.18.0.2"}]}"#,
+        )
+        .unwrap();
+        let mut elsewhere = web.clone();
+        elsewhere.name = "far".into();
+        elsewhere.vip = "10.99.0.1".parse().unwrap();
+        let db = build(5, 1, std::slice::from_ref(&net), &[up.clone(), down.clone()], &[web, elsewhere], HOST, None);
         let me = dns::ViewId(up.id.as_str().to_owned());
         assert_eq!(db.lookup(&me, "up", dns::Kind::A), dns::Lookup::Addresses(vec!["172.18.0.2".parse().unwrap()]));
         assert_eq!(
@@ -353,10 +409,14 @@ mod tests {
             dns::Lookup::Addresses(vec!["172.18.0.2".parse().unwrap()])
         );
         assert_eq!(db.lookup(&me, "down.front", dns::Kind::A), dns::Lookup::NxDomain { zone: "front".into() });
+        // A load-balanced service answers its VIP on the network holding it;
+        // one whose VIP is in no network's subnet has no name.
+        assert_eq!(db.lookup(&me, "web", dns::Kind::A), dns::Lookup::Addresses(vec!["172.18.0.250".parse().unwrap()]));
+        assert!(!matches!(db.lookup(&me, "far.front", dns::Kind::A), dns::Lookup::Addresses(_)));
         assert_eq!(db.view(&me).unwrap().upstreams, ["127.0.0.53:53".parse().unwrap(), "10.9.9.9:53".parse().unwrap()]);
         assert!(db.view(&dns::ViewId(down.id.as_str().to_owned())).is_none(), "stopped containers have no view");
         // One being started counts as running.
-        let db = build(5, 2, &[net], &[up.clone(), down.clone()], "", Some(&down.id));
+        let db = build(5, 2, &[net], &[up.clone(), down.clone()], &[], "", Some(&down.id));
         let it = dns::ViewId(down.id.as_str().to_owned());
         assert_eq!(db.lookup(&it, "down", dns::Kind::A), dns::Lookup::Addresses(vec!["172.18.0.3".parse().unwrap()]));
         assert_eq!(

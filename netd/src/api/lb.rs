@@ -90,6 +90,7 @@ pub(super) async fn upsert(
         return Err(ApiError::BadRequest("CreatedAt is set by the daemon".into()));
     }
     let s = blocking(lb(&st)?, move |lb| lb.upsert(req)).await?;
+    st.runtime.refresh_dns();
     st.events.publish(Event::now("service", "update", &s.name, &[("name", &s.name), ("vip", &s.vip.to_string())]));
     let counters = Default::default();
     Ok((StatusCode::CREATED, Json(service_json(&s, &counters))).into_response())
@@ -97,6 +98,7 @@ pub(super) async fn upsert(
 
 pub(super) async fn remove(State(st): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let s = blocking(lb(&st)?, move |lb| lb.remove(&name)).await?;
+    st.runtime.refresh_dns();
     st.events.publish(Event::now("service", "remove", &s.name, &[("name", &s.name)]));
     Ok(StatusCode::NO_CONTENT.into_response())
 }

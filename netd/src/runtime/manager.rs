@@ -168,10 +168,19 @@ impl Runtime {
 
     fn bump(&self) {
         self.generation.send_modify(|g| *g += 1);
+        self.refresh_dns();
+    }
+
+    /// Rebuilds the embedded DNS's records from the store (containers,
+    /// networks, load-balanced services).
+    pub fn refresh_dns(&self) {
         if let Some(d) = self.dns.get() {
-            match (self.store.networks(), self.store.all::<ContainerRecord>()) {
-                (Ok(nets), Ok(cs)) => d.refresh(&nets, &cs),
-                (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "cannot refresh the embedded DNS"),
+            let services = self.store.all::<crate::lb::ServiceRecord>();
+            match (self.store.networks(), self.store.all::<ContainerRecord>(), services) {
+                (Ok(nets), Ok(cs), Ok(svcs)) => d.refresh(&nets, &cs, &svcs),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    tracing::warn!(error = %e, "cannot refresh the embedded DNS")
+                }
             }
         }
     }
@@ -579,7 +588,8 @@ impl Runtime {
         self.write_resolv_conf(&c)?;
         if let Some(d) = &dns {
             // Its view and names exist before its command runs.
-            d.refresh_starting(&self.store.networks()?, &self.list()?, Some(&c.id));
+            let services = self.store.all::<crate::lb::ServiceRecord>()?;
+            d.refresh_starting(&self.store.networks()?, &self.list()?, &services, Some(&c.id));
         }
         // Runs while the container's first process waits: its namespace
         // exists, its command has not started yet (so its first lookup
