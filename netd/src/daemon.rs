@@ -140,16 +140,18 @@ async fn load_lb(config: &Config, store: Store, networks: &crate::network::Netwo
 }
 
 /// Runs the load balancer on the veths of containers that ran before this
-/// netd started (their links are re-adopted and switched to this program).
-async fn attach_running(lb: &Arc<Lb>, store: &Store) {
+/// netd started (their links are re-adopted and switched to this program,
+/// their ARP answers rewritten with their bridge's MAC).
+async fn attach_running(lb: &Arc<Lb>, store: &Store, networks: &crate::network::Networks) {
     let Ok(all) = store.all::<crate::runtime::container::ContainerRecord>() else { return };
-    let veths: Vec<String> = all
-        .iter()
-        .filter(|c| c.state.status == crate::runtime::container::Status::Running)
-        .flat_map(|c| c.endpoints.iter().map(|e| e.host_ifname()))
-        .collect();
+    let mut veths = Vec::new();
+    for c in all.iter().filter(|c| c.state.status == crate::runtime::container::Status::Running) {
+        for e in &c.endpoints {
+            veths.push((e.host_ifname(), networks.bridge_mac(&e.network).await));
+        }
+    }
     let lb = lb.clone();
-    let _ = tokio::task::spawn_blocking(move || veths.iter().for_each(|v| lb.attach(v, None))).await;
+    let _ = tokio::task::spawn_blocking(move || veths.iter().for_each(|(v, mac)| lb.attach(v, *mac))).await;
 }
 
 /// Every 10 s until `stop`: forgets links of deleted veths and drops
@@ -242,7 +244,7 @@ pub async fn run_with<L: Links + Send + Sync + 'static>(
     // Before adoption: re-adopted containers get their DNS sockets back.
     runtime.set_dns(crate::embedded_dns::EmbeddedDns::new(&config.dns));
     runtime.adopt().await?;
-    attach_running(&lb, &store).await;
+    attach_running(&lb, &store, &networks).await;
     let housekeeping = tokio::spawn(lb_housekeeping(lb.clone(), config.lb_timeouts, stop.clone()));
 
     let host = HostFacts::read();

@@ -408,8 +408,9 @@ impl Lb {
         let specs: Vec<ServiceSpec> = all.iter().flat_map(|s| specs(s, &addrs)).collect();
         let mut dp = self.dp()?;
         dp.upsert_services(&specs)?;
+        let wanted: std::collections::HashSet<_> = specs.iter().map(|s| (s.addr, s.port, s.proto)).collect();
         for (a, p, proto) in dp.service_keys() {
-            if !specs.iter().any(|s| (s.addr, s.port, s.proto) == (a, p, proto)) {
+            if !wanted.contains(&(a, p, proto)) {
                 tracing::info!(service = %format!("{a}:{p}/{proto:?}"), "removing a pinned service the store does not have");
                 dp.delete_service(a, p, proto)?;
             }
@@ -436,6 +437,12 @@ impl Lb {
         let all = self.store.all::<ServiceRecord>()?;
         let old = all.iter().find(|o| o.name == s.name).cloned();
         let mut s = validate(s, &all)?;
+        if self.node_addrs().contains(&s.vip) {
+            return Err(LbError::Invalid(format!(
+                "service {}: VIP {} is an address of this node: give the service its own VIP and publish ports on the node with PublishedPort",
+                s.name, s.vip
+            )));
+        }
         s.created = old.as_ref().map(|o| o.created.clone()).unwrap_or_else(|| jiff::Timestamp::now().to_string());
         let addrs = self.node_addrs();
         let mut dp = self.dp()?;
@@ -686,6 +693,16 @@ mod tests {
         keys.sort();
         assert_eq!(keys.len(), 2, "web's two ports, the stale one gone: {keys:?}");
         assert!(!keys.iter().any(|k| k.0 == stale.addr));
+    }
+
+    #[test]
+    fn a_vip_cannot_be_a_node_address() {
+        let (_d, st) = store();
+        let lb = Lb::with(st, Box::new(ebpf::datapath::Recording::new()));
+        lb.set_world(&[("eth0".into(), vec![Ipv4Addr::new(10, 9, 0, 100)])]).unwrap();
+        let e = lb.upsert(web()).unwrap_err().to_string();
+        assert!(e.contains("is an address of this node"), "{e}");
+        assert!(lb.services().unwrap().is_empty());
     }
 
     #[test]

@@ -49,14 +49,14 @@ fn service_json(
     s: &ServiceRecord,
     counters: &std::collections::BTreeMap<(std::net::Ipv4Addr, u16), crate::lb::BackendStats>,
 ) -> Value {
+    // Each target port once: two service ports may share one.
+    let targets: std::collections::BTreeSet<u16> = s.ports.iter().map(|p| p.target_port).collect();
     let backends: Vec<Value> = s
         .backends
         .iter()
         .map(|b| {
             let mut sum = crate::lb::BackendStats::default();
-            let mut targets: Vec<u16> = s.ports.iter().map(|p| p.target_port).collect();
-            targets.dedup();
-            for t in targets {
+            for &t in &targets {
                 if let Some(c) = counters.get(&(b.addr, t)) {
                     sum.packets += c.packets;
                     sum.bytes += c.bytes;
@@ -69,15 +69,19 @@ fn service_json(
     json!({"Name": s.name, "VIP": s.vip, "Ports": s.ports, "Backends": backends, "CreatedAt": s.created})
 }
 
+/// Every service, as the API shows it.
+async fn shown(st: &AppState) -> Result<Vec<(String, Value)>, ApiError> {
+    let (services, counters) = blocking(lb(st)?, |lb| Ok((lb.services()?, lb.counters()?))).await?;
+    Ok(services.iter().map(|s| (s.name.clone(), service_json(s, &counters))).collect())
+}
+
 pub(super) async fn list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let (services, counters) = blocking(lb(&st)?, |lb| Ok((lb.services()?, lb.counters()?))).await?;
-    Ok(Json(Value::Array(services.iter().map(|s| service_json(s, &counters)).collect())))
+    Ok(Json(Value::Array(shown(&st).await?.into_iter().map(|(_, v)| v).collect())))
 }
 
 pub(super) async fn inspect(State(st): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    let (services, counters) = blocking(lb(&st)?, |lb| Ok((lb.services()?, lb.counters()?))).await?;
-    let s = services.iter().find(|s| s.name == name).ok_or_else(|| ApiError::from(LbError::NotFound(name.clone())))?;
-    Ok(Json(service_json(s, &counters)))
+    let found = shown(&st).await?.into_iter().find(|(n, _)| *n == name);
+    found.map(|(_, v)| Json(v)).ok_or_else(|| ApiError::from(LbError::NotFound(name)))
 }
 
 pub(super) async fn upsert(

@@ -526,6 +526,14 @@ impl Networks {
         Ok(out)
     }
 
+    /// The MAC of network `id`'s bridge (the gateway its containers use),
+    /// if the bridge exists.
+    pub async fn bridge_mac(&self, id: &NetworkId) -> Option<[u8; 6]> {
+        let n = self.store.network(id).ok()??;
+        let index = link::index_of(&self.nl, &bridge_name(&n)).await.ok()??;
+        link::mac_of(&self.nl, index).await.ok()?
+    }
+
     /// From now on, every veth plumbed gets the load balancer.
     pub fn set_lb(&self, lb: Arc<crate::lb::Lb>) {
         let _ = self.lb.set(lb);
