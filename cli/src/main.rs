@@ -254,6 +254,22 @@ pub(crate) fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or("")
 }
 
+/// `netctl info`'s line for the eBPF load balancer.
+fn lb_line(lb: &Value) -> String {
+    if lb["Loaded"] != json!(true) {
+        return format!("off ({})", s(lb, "Error"));
+    }
+    let n = |k: &str| lb[k].as_array().map_or(0, Vec::len);
+    let published: Vec<&str> = lb["PublishedOn"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let count = |k: u64, one: &str| format!("{k} {one}{}", if k == 1 { "" } else { "s" });
+    format!(
+        "eBPF, {}, on {}, published ports on {}",
+        count(lb["Services"].as_u64().unwrap_or(0), "service"),
+        count(n("Interfaces") as u64, "interface"),
+        if published.is_empty() { "none".to_owned() } else { published.join(", ") }
+    )
+}
+
 pub(crate) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
@@ -306,6 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 ("Network Drivers", drivers),
                 ("Swarm", s(&v["Swarm"], "LocalNodeState").into()),
                 ("Reconcile", reconcile),
+                ("Load Balancer", lb_line(&v["Netd"]["LoadBalancer"])),
                 ("Kernel Version", s(&v, "KernelVersion").into()),
                 ("Operating System", s(&v, "OperatingSystem").into()),
                 ("CPUs", v["NCPU"].to_string()),

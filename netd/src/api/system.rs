@@ -104,6 +104,7 @@ pub(super) async fn info(State(st): State<AppState>) -> Result<Json<Value>, supe
         "SecurityOptions": [],
         "Warnings": warnings,
         "Netd": {
+            "LoadBalancer": lb_info(&st),
             "ExecRoot": c.exec_root,
             "BpfRoot": c.bpf_root,
             "Sockets": c.sockets,
@@ -115,6 +116,21 @@ pub(super) async fn info(State(st): State<AppState>) -> Result<Json<Value>, supe
             },
         },
     })))
+}
+
+/// The load balancer as `/info` shows it: loaded or why not, what it runs
+/// on, how many services it holds.
+fn lb_info(st: &AppState) -> serde_json::Value {
+    let Some(lb) = &st.lb else { return serde_json::json!({"Loaded": false, "Error": "not part of this daemon"}) };
+    match lb.status() {
+        Err(e) => serde_json::json!({"Loaded": false, "Error": e}),
+        Ok(()) => serde_json::json!({
+            "Loaded": true,
+            "Services": lb.services().map(|s| s.len()).unwrap_or(0),
+            "Interfaces": lb.attached().unwrap_or_default(),
+            "PublishedOn": lb.node_addrs(),
+        }),
+    }
 }
 
 /// `GET /nodes`: the cluster's members as this node's gossip sees them.

@@ -498,6 +498,9 @@ async fn lb_services_create_replace_list_remove_and_refuse_bad_ones() {
     }
     let (_, list) = h.json(Method::GET, "/lb/services", None).await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let (_, info) = h.json(Method::GET, "/info", None).await;
+    assert_eq!(info["Netd"]["LoadBalancer"]["Loaded"], true, "{info}");
+    assert_eq!(info["Netd"]["LoadBalancer"]["Services"], 1, "{info}");
     // Replace: the same name, new backends.
     let web2 = web.replace("draining", "active");
     let (s, _) = h.json(Method::POST, "/lb/services", Some(&web2)).await;
