@@ -427,6 +427,10 @@ impl Lb {
         let done = dp.attach(ifname).and_then(|()| gw_mac.map_or(Ok(()), |m| dp.answer_arp(ifname, m)));
         match done {
             Ok(()) => tracing::debug!(ifname, "load balancer attached"),
+            // Its container already stopped (the attach runs in the background).
+            Err(DatapathError::Attach { why, .. }) if why == "no such interface" => {
+                tracing::debug!(ifname, "veth gone before the load balancer attached")
+            }
             Err(e) => tracing::warn!(ifname, error = %e, "cannot attach the load balancer: VIPs unreachable from it"),
         }
     }

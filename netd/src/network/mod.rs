@@ -575,9 +575,14 @@ impl Networks {
             };
             link::attach(&self.nl, &inner, &ns, &plan).await?;
             if let Some(lb) = self.lb.get() {
+                // Off the start path: a TCX attach waits for an RCU grace
+                // period (~9 ms here, BENCHMARKS.md), and the container's
+                // own connections are balanced by the cgroup programs
+                // anyway; the veth's program serves replies of flows this
+                // container backs, which a service adds only later.
                 let gw_mac = link::mac_of(&self.nl, bridge_index).await?;
                 let (lb, host) = (lb.clone(), plan.host.clone());
-                let _ = tokio::task::spawn_blocking(move || lb.attach(&host, gw_mac)).await;
+                tokio::task::spawn_blocking(move || lb.attach(&host, gw_mac));
             }
         }
         Ok(())
