@@ -59,7 +59,10 @@ fn start(sys: Sys, node: &Node, name: &str, join: Option<std::net::Ipv4Addr>, di
             let mut c = node.command("serf");
             c.args(["agent", &format!("-node={name}"), &format!("-bind={bind}"), "-rpc-addr=127.0.0.1:7373"]);
             if let Some(j) = join {
-                c.arg(format!("-join={j}:7946"));
+                // `-join` makes serf exit if the seed is not up yet (a slow
+                // start under load left a round unconverged); retried, the
+                // first attempt still goes out at once.
+                c.args([format!("-retry-join={j}:7946"), "-retry-interval=1s".to_owned()]);
             }
             std::fs::write(&log, b"")?;
             let mut child = c.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
