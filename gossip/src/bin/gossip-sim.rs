@@ -111,10 +111,12 @@ async fn run_n(n: usize, loss: f64, delay: Duration) {
     let dis_theory = rounds * base.gossip_interval.as_secs_f64();
     let (dm, dp, dmiss) = stats(&mut dis);
 
-    // Detection: five members crash one after the other (a sample per
-    // crash); the members left must each declare the crashed one dead.
+    // Detection: ten members crash one after the other (a sample per
+    // crash: where in the probe cycle a crash lands moves its detection
+    // time, so five were too few to settle a 10% margin); the members left
+    // must each declare the crashed one dead.
     let mut det = Vec::new();
-    for k in 1..=5.min(n / 4) {
+    for k in 1..=10.min(n / 4) {
         let v = n - k;
         let victim = format!("n{v}");
         let rxs: Vec<_> = c.hs.iter().take(v).map(Handle::subscribe).collect();
