@@ -72,6 +72,30 @@ fn measure(client: &Path, to: (Ipv4Addr, u16), requests: usize, connections: usi
     Ok([pct(&lat, 0.5), pct(&lat, 0.99), conns(client, to, connections)?])
 }
 
+/// Per path, every round's p50, p99 and conn/s.
+struct Rounds<const N: usize> {
+    p50: [Vec<f64>; N],
+    p99: [Vec<f64>; N],
+    cps: [Vec<f64>; N],
+}
+
+impl<const N: usize> Rounds<N> {
+    fn new() -> Self {
+        Rounds {
+            p50: std::array::from_fn(|_| Vec::new()),
+            p99: std::array::from_fn(|_| Vec::new()),
+            cps: std::array::from_fn(|_| Vec::new()),
+        }
+    }
+
+    /// Adds one round of path `i` (as [`measure`] returns it).
+    fn push(&mut self, i: usize, [p50, p99, cps]: [f64; 3]) {
+        self.p50[i].push(p50);
+        self.p99[i].push(p99);
+        self.cps[i].push(cps);
+    }
+}
+
 /// A Markdown table row of a path's medians.
 fn row(what: &str, p50: &[f64], p99: &[f64], cps: &[f64]) {
     println!("| {what} | {:.1} | {:.1} | {:.0} |", median(p50.to_vec()), median(p99.to_vec()), median(cps.to_vec()));
@@ -194,7 +218,7 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
         "VIP, socket-level (the backend chosen at connect; what netd's containers use for TCP)",
         "direct to the backend",
     ];
-    let (mut p50, mut p99, mut cps) = ([vec![], vec![], vec![]], [vec![], vec![], vec![]], [vec![], vec![], vec![]]);
+    let mut runs = Rounds::<3>::new();
     for r in 0..rounds {
         let order = match r % 3 {
             0 => [0, 1, 2],
@@ -203,15 +227,14 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
         };
         for i in order {
             let to = if i == 2 { direct } else { vip };
-            let [a, b, c] = if i == 1 {
+            let m = if i == 1 {
                 cg.inside(|| measure(&t.client, to, requests, connections))?
             } else {
                 measure(&t.client, to, requests, connections)?
             };
-            p50[i].push(a);
-            p99[i].push(b);
-            cps[i].push(c);
+            runs.push(i, m);
         }
+        let (p50, cps) = (&runs.p50, &runs.cps);
         eprintln!(
             "round {}: VIP tc p50 {:.1} µs {:.0} conn/s, VIP socket p50 {:.1} µs {:.0} conn/s, direct p50 {:.1} µs {:.0} conn/s",
             r + 1,
@@ -223,6 +246,7 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
             cps[2][r]
         );
     }
+    let Rounds { p50, p99, cps } = runs;
     let ratio = |v: &[Vec<f64>; 3], i: usize| -> Vec<f64> { v[i].iter().zip(&v[2]).map(|(a, b)| a / b).collect() };
     println!("### lb: the eBPF service datapath (VIP) vs direct to the backend\n");
     println!(
@@ -254,18 +278,16 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
     let mut small = Some(loaded(9, 1021)?);
     let mut big = Some(loaded(9_999, 1021)?);
     let load = load.elapsed();
-    let (mut sp50, mut sp99, mut scps) = ([vec![], vec![]], [vec![], vec![]], [vec![], vec![]]);
+    let mut scale = Rounds::<2>::new();
     for r in 0..rounds {
         let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
             let slot = if i == 0 { &mut small } else { &mut big };
             let dp = attach_all(&t, slot.take().expect("a datapath"));
-            let [a, b, c] = measure(&t.client, vip, requests, connections)?;
-            sp50[i].push(a);
-            sp99[i].push(b);
-            scps[i].push(c);
+            scale.push(i, measure(&t.client, vip, requests, connections)?);
             *slot = Some(detach(&t, dp)?);
         }
+        let (sp50, scps) = (&scale.p50, &scale.cps);
         eprintln!(
             "scale round {}: 10 svc p50 {:.1} µs {:.0} conn/s, 10,000 svc p50 {:.1} µs {:.0} conn/s",
             r + 1,
@@ -275,6 +297,7 @@ pub fn lb(rounds: usize, requests: usize, connections: usize) -> Result<()> {
             scps[1][r]
         );
     }
+    let Rounds { p50: sp50, p99: sp99, cps: scps } = scale;
     let inv = |v: &[Vec<f64>; 2]| -> Vec<f64> { v[0].iter().zip(&v[1]).map(|(a, b)| a / b).collect() };
     let lat50 = inv(&sp50);
     let lat99 = inv(&sp99);
@@ -522,7 +545,7 @@ fn peer(t: &Topo, rounds: usize, requests: usize, connections: usize) -> Result<
     let (vip, direct) = ((VIP, 1090), (B1, 9090));
     hook("netd-kp-small", "netd-kp-big")?;
     rr(&t.client, vip, 200)?; // warm up (and check the peer works at all)
-    let (mut p50, mut p99, mut cps) = ([vec![], vec![], vec![]], [vec![], vec![], vec![]], [vec![], vec![], vec![]]);
+    let mut runs = Rounds::<3>::new();
     for r in 0..rounds {
         for i in (r..r + 3).map(|k| k % 3) {
             match i {
@@ -531,11 +554,9 @@ fn peer(t: &Topo, rounds: usize, requests: usize, connections: usize) -> Result<
                 _ => Duration::ZERO,
             };
             let to = if i == 0 { direct } else { vip };
-            let [a, b, c] = measure(&t.client, to, requests, connections)?;
-            p50[i].push(a);
-            p99[i].push(b);
-            cps[i].push(c);
+            runs.push(i, measure(&t.client, to, requests, connections)?);
         }
+        let p50 = &runs.p50;
         eprintln!(
             "peer round {}: direct p50 {:.1} µs, nftables 10 svc p50 {:.1} µs, 10,000 svc p50 {:.1} µs",
             r + 1,
@@ -545,6 +566,7 @@ fn peer(t: &Topo, rounds: usize, requests: usize, connections: usize) -> Result<
         );
     }
     nft(&ns, "delete table ip netd-kp-small\ndelete table ip netd-kp-big\n")?;
+    let Rounds { p50, p99, cps } = runs;
     let div = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x / y).collect() };
     println!();
     println!(
