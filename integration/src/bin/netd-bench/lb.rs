@@ -579,27 +579,24 @@ fn peer(t: &Topo, rounds: usize, requests: usize, connections: usize) -> Result<
         row(what, &p50[i], &p99[i], &cps[i]);
     }
     println!();
-    let (a, b, c) = (div(&p50[1], &p50[0]), div(&p99[1], &p99[0]), div(&cps[1], &cps[0]));
+    // Per-round ratios: the median and spread of latency p50 and rate, the
+    // median of p99.
+    let summary = |a: Vec<f64>, b: Vec<f64>, c: Vec<f64>| {
+        let ((alo, ahi), (clo, chi)) = (spread(&a), spread(&c));
+        format!(
+            "p50 {:.2} ({alo:.2}..{ahi:.2}), p99 {:.2}, conn/s {:.2} ({clo:.2}..{chi:.2})",
+            median(a),
+            median(b),
+            median(c)
+        )
+    };
     println!(
-        "- nftables VIP/direct: latency p50 {:.2} ({:.2}..{:.2}), p99 {:.2}, conn/s {:.2} ({:.2}..{:.2})",
-        median(a.clone()),
-        spread(&a).0,
-        spread(&a).1,
-        median(b),
-        median(c.clone()),
-        spread(&c).0,
-        spread(&c).1
+        "- nftables VIP/direct: latency {}",
+        summary(div(&p50[1], &p50[0]), div(&p99[1], &p99[0]), div(&cps[1], &cps[0]))
     );
-    let (a, b, c) = (div(&p50[1], &p50[2]), div(&p99[1], &p99[2]), div(&cps[2], &cps[1]));
     println!(
-        "- nftables kept at 10,000 services (latency 10/10,000; rate 10,000/10): p50 {:.2} ({:.2}..{:.2}), p99 {:.2}, conn/s {:.2} ({:.2}..{:.2})",
-        median(a.clone()),
-        spread(&a).0,
-        spread(&a).1,
-        median(b),
-        median(c.clone()),
-        spread(&c).0,
-        spread(&c).1
+        "- nftables kept at 10,000 services (latency 10/10,000; rate 10,000/10): {}",
+        summary(div(&p50[1], &p50[2]), div(&p99[1], &p99[2]), div(&cps[2], &cps[1]))
     );
     Ok(())
 }
