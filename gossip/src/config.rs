@@ -58,6 +58,11 @@ pub struct Config {
     /// When a probe over UDP goes unanswered, also ping the member over TCP
     /// (memberlist's default; its `DisableTcpPings` is the opposite).
     pub tcp_pings: bool,
+    /// Member events kept for a subscriber that has not read them yet (and
+    /// four times as many table events); one further behind misses the
+    /// oldest. The buffers are allocated up front: the simulator, with
+    /// thousands of members in one process, keeps them small.
+    pub event_buffer: usize,
 }
 
 impl Config {
@@ -88,6 +93,7 @@ impl Config {
             tombstone_ttl: Duration::from_secs(300),
             owner_grace: Duration::from_secs(60),
             tcp_pings: true,
+            event_buffer: 1024,
         }
     }
 

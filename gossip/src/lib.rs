@@ -9,6 +9,7 @@ pub mod config;
 pub mod lzw;
 pub mod memberlist;
 pub mod msgpack;
+mod nodes;
 pub mod security;
 pub mod tables;
 pub mod transport;

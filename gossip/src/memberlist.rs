@@ -7,7 +7,7 @@
 //! retransmit limit, push-pull anti-entropy over streams, join and graceful
 //! leave. Others talk to it through a [`Handle`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::{self, Config};
+use crate::nodes::NodeTable;
 use crate::security::{Keyring, SecurityError};
 use crate::tables::{self, Entry, SCOPES, TableEvent, Tables};
 use crate::transport::{Inbound, Stream, Transport};
@@ -375,6 +376,20 @@ fn parse_sync(buf: &[u8]) -> Result<Option<(String, Vec<Entry>)>, GossipError> {
     Ok(Some((name, entries)))
 }
 
+/// Reads what the stream already holds, without waiting: `None` if
+/// nothing is there yet (a read that would block consumes nothing).
+async fn read_ready(s: &mut Box<dyn Stream>, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+    std::future::poll_fn(|cx| {
+        let mut rb = tokio::io::ReadBuf::new(buf);
+        match std::pin::Pin::new(&mut **s).poll_read(cx, &mut rb) {
+            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(Ok(Some(rb.filled().len()))),
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+            std::task::Poll::Pending => std::task::Poll::Ready(Ok(None)),
+        }
+    })
+    .await
+}
+
 /// Reads one stream message (push-pull plain, LZW-compressed, or a table
 /// sync; encrypted when a keyring is set, with `label` authenticated).
 /// `header`: the stream's first message, which opens with the label header
@@ -399,6 +414,17 @@ async fn read_stream(
             );
         }
         all.extend_from_slice(&chunk[..n]);
+        // Take in everything already there before trying to decode: a
+        // decode attempt starts from the beginning, so one per 16 KB chunk
+        // would cost O(size²) on a large state (10,000 members: ~1 MB).
+        while all.len() <= LIMIT
+            && let Some(n) = read_ready(s, &mut chunk).await?
+        {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&chunk[..n]);
+        }
         if all.len() > LIMIT {
             return Err(bad_data("remote state too large"));
         }
@@ -495,11 +521,6 @@ async fn read_stream(
     }
 }
 
-struct Node {
-    m: Member,
-    since: Instant,
-}
-
 struct Suspicion {
     k: u32,
     confirmations: HashSet<String>,
@@ -538,14 +559,15 @@ struct Engine {
     cfg: Arc<Config>,
     transport: Arc<dyn Transport>,
     events: broadcast::Sender<Event>,
-    nodes: BTreeMap<String, Node>,
+    nodes: NodeTable,
     incarnation: u32,
     seq: u32,
     awareness: u32,
     suspicions: HashMap<String, Suspicion>,
     queue: Vec<Broadcast>,
     probe: Option<Probe>,
-    probe_order: Vec<String>,
+    /// Positions in `nodes` still to probe this round (popped from the end).
+    probe_order: Vec<usize>,
     relays: HashMap<u32, Relay>,
     /// Indirect probes awaiting nacks: seq -> (expected, received, due).
     nack_watch: HashMap<u32, (u32, u32, Instant)>,
@@ -576,14 +598,14 @@ pub fn start_with(
     cfg: Config,
     transport: Arc<dyn Transport>,
     inbound: mpsc::Receiver<Inbound>,
-    known: Vec<Member>,
+    known: Vec<Arc<Member>>,
 ) -> Handle {
     let keys: SharedKeys = Arc::new(std::sync::RwLock::new(cfg.keyring.clone()));
     let stats = Arc::new(std::sync::Mutex::new(SecurityStats::default()));
     let cfg = Arc::new(cfg);
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
-    let (events, _) = broadcast::channel(1024);
-    let (table_events, _) = broadcast::channel(4096);
+    let (events, _) = broadcast::channel(cfg.event_buffer.max(1));
+    let (table_events, _) = broadcast::channel(cfg.event_buffer.max(1) * 4);
     let now = Instant::now();
     let me = Member {
         name: cfg.name.clone(),
@@ -593,11 +615,7 @@ pub fn start_with(
         state: MemberState::Alive,
         vsn: cfg.vsn(),
     };
-    let mut nodes = BTreeMap::new();
-    for m in known.into_iter().filter(|m| m.name != me.name) {
-        nodes.insert(m.name.clone(), Node { m, since: now });
-    }
-    nodes.insert(me.name.clone(), Node { m: me, since: now });
+    let nodes = NodeTable::new(std::iter::once(Arc::new(me)).chain(known), now);
     let engine = Engine {
         cfg: cfg.clone(),
         transport: transport.clone(),
@@ -651,10 +669,19 @@ fn ip_bytes(a: SocketAddr) -> Vec<u8> {
 
 impl Engine {
     async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, mut cmds: mpsc::Receiver<Cmd>, handle: Handle) {
+        // The first tick of each timer comes at a random offset within its
+        // interval, as memberlist staggers its tickers: members started
+        // together (a simulation, a fleet rebooted at once) do not probe,
+        // gossip and exchange full state in lockstep.
         let start = Instant::now();
-        let mut next_probe = start + self.cfg.probe_interval;
-        let mut next_gossip = start + self.cfg.gossip_interval;
-        let mut next_push_pull = start + self.cfg.push_pull_interval;
+        let stagger = |d: Duration| d.mul_f64(rand::random_range(0.0..1.0));
+        let mut next_probe = start + stagger(self.cfg.probe_interval);
+        let mut next_gossip = start + stagger(self.cfg.gossip_interval);
+        // Full state exchanges are spread over the interval scaled to the
+        // members already known (preloaded ones, in a simulation); a
+        // member that knows only itself uses the base interval.
+        let mut next_push_pull =
+            start + stagger(config::push_pull_scale(self.cfg.push_pull_interval, self.nodes.len()));
         // Announce ourselves, as memberlist's setAlive does: after a join
         // the newcomer spreads its own alive message too.
         let me_alive = self.alive_msg();
@@ -698,7 +725,9 @@ impl Engine {
                 },
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::Members(tx)) => {
-                        let _ = tx.send((self.nodes.values().map(|n| n.m.clone()).collect(), self.awareness));
+                        let mut all: Vec<Member> = self.nodes.iter().map(|n| (*n.m).clone()).collect();
+                        all.sort_by(|a, b| a.name.cmp(&b.name));
+                        let _ = tx.send((all, self.awareness));
                     }
                     Some(Cmd::LocalState(tx)) => {
                         let _ = tx.send(self.local_state());
@@ -829,15 +858,15 @@ impl Engine {
 
     /// Full table syncs with up to `n` random live members.
     fn sync_random(&mut self, n: usize) {
-        let mut peers: Vec<String> = self
+        let peers: Vec<String> = self
             .nodes
-            .values()
-            .filter(|x| x.m.name != self.cfg.name && x.m.state == MemberState::Alive)
+            .sample(n, |x| {
+                x.m.name != self.cfg.name && x.m.state == MemberState::Alive && !self.unsyncable.contains(&x.m.name)
+            })
+            .into_iter()
             .map(|x| x.m.name.clone())
-            .filter(|name| !self.unsyncable.contains(name))
             .collect();
-        peers.shuffle(&mut rand::rng());
-        for p in peers.into_iter().take(n) {
+        for p in peers {
             self.want_sync(&p);
         }
     }
@@ -846,8 +875,7 @@ impl Engine {
         if self.unsyncable.contains(peer) || self.sync_wanted.iter().any(|(p, _)| p == peer) {
             return;
         }
-        if let Some(n) = self.nodes.get(peer).filter(|n| matches!(n.m.state, MemberState::Alive | MemberState::Suspect))
-        {
+        if let Some(n) = self.nodes.get(peer).filter(|n| n.live()) {
             self.sync_wanted.push((peer.to_owned(), n.m.addr));
         }
     }
@@ -861,7 +889,7 @@ impl Engine {
     }
 
     fn alive_count(&self) -> usize {
-        self.nodes.values().filter(|n| matches!(n.m.state, MemberState::Alive | MemberState::Suspect)).count()
+        self.nodes.live_count()
     }
 
     fn emit(&self, e: Event) {
@@ -869,7 +897,8 @@ impl Engine {
     }
 
     fn me(&self) -> &Member {
-        &self.nodes[&self.cfg.name].m
+        // Inserted at start, never removed.
+        self.nodes.get(&self.cfg.name).map(|n| &*n.m).expect("a member knows itself")
     }
 
     fn queue(&mut self, node: &str, msg: Vec<u8>) {
@@ -935,7 +964,7 @@ impl Engine {
 
     fn local_state(&self) -> Vec<PushNodeState> {
         self.nodes
-            .values()
+            .iter()
             .map(|n| PushNodeState {
                 name: n.m.name.clone(),
                 addr: ip_bytes(n.m.addr),
@@ -1119,9 +1148,7 @@ impl Engine {
     async fn refute(&mut self, accused: u32) {
         self.incarnation = self.incarnation.max(accused) + 1;
         let inc = self.incarnation;
-        if let Some(n) = self.nodes.get_mut(&self.cfg.name) {
-            n.m.incarnation = inc;
-        }
+        self.nodes.update(&self.cfg.name, |m, _| m.incarnation = inc);
         self.awareness = (self.awareness + 1).min(self.cfg.awareness_max_multiplier - 1);
         let msg = self.alive_msg();
         let name = self.cfg.name.clone();
@@ -1144,7 +1171,7 @@ impl Engine {
         let now = Instant::now();
         let meta = a.meta.clone().unwrap_or_default();
         let mut rejoined = false;
-        let (event, changed) = match self.nodes.get_mut(&a.node) {
+        let (event, changed) = match self.nodes.get(&a.node) {
             None => {
                 let m = Member {
                     name: a.node.clone(),
@@ -1154,10 +1181,14 @@ impl Engine {
                     state: MemberState::Alive,
                     vsn: a.vsn,
                 };
-                self.nodes.insert(a.node.clone(), Node { m: m.clone(), since: now });
-                // A new node is probed soon, in random order.
+                let at = self.nodes.insert(m.clone(), now);
+                // Positions at or after the new member moved up; it is
+                // probed soon, in random order.
+                for p in &mut self.probe_order {
+                    *p += usize::from(*p >= at);
+                }
                 let pos = rand::random_range(0..=self.probe_order.len());
-                self.probe_order.insert(pos, a.node.clone());
+                self.probe_order.insert(pos, at);
                 (Some(Event::Join(m)), true)
             }
             Some(n) => {
@@ -1166,23 +1197,22 @@ impl Engine {
                     return;
                 }
                 let meta_changed = n.m.meta != meta;
-                n.m.incarnation = a.incarnation;
-                n.m.meta = meta;
-                n.m.addr = addr;
-                n.m.vsn = a.vsn;
-                let was = n.m.state;
-                if was != MemberState::Alive {
-                    n.m.state = MemberState::Alive;
-                    n.since = now;
-                }
-                let m = n.m.clone();
+                let m = self.nodes.update(&a.node, |m, since| {
+                    m.incarnation = a.incarnation;
+                    m.meta = meta;
+                    m.addr = addr;
+                    m.vsn = a.vsn;
+                    if m.state != MemberState::Alive {
+                        m.state = MemberState::Alive;
+                        *since = now;
+                    }
+                    m.clone()
+                });
                 rejoined = dead;
-                let ev = if dead {
-                    Some(Event::Join(m))
-                } else if meta_changed {
-                    Some(Event::Update(m))
-                } else {
-                    None
+                let ev = match m {
+                    Some(m) if dead => Some(Event::Join(m)),
+                    Some(m) if meta_changed => Some(Event::Update(m)),
+                    _ => None,
                 };
                 (ev, true)
             }
@@ -1207,7 +1237,7 @@ impl Engine {
 
     async fn suspect(&mut self, s: Accusation) {
         let n_alive = self.alive_count();
-        let Some(n) = self.nodes.get_mut(&s.node) else { return };
+        let Some(n) = self.nodes.get(&s.node) else { return };
         if s.incarnation < n.m.incarnation {
             return;
         }
@@ -1227,9 +1257,14 @@ impl Engine {
             self.refute(s.incarnation).await;
             return;
         }
-        n.m.incarnation = s.incarnation;
-        n.m.state = MemberState::Suspect;
-        n.since = Instant::now();
+        let Some(m) = self.nodes.update(&s.node, |m, since| {
+            m.incarnation = s.incarnation;
+            m.state = MemberState::Suspect;
+            *since = Instant::now();
+            m.clone()
+        }) else {
+            return;
+        };
         let mult = self.cfg.suspicion_mult;
         let k = if n_alive.saturating_sub(2) < (mult.saturating_sub(2)) as usize { 0 } else { mult.saturating_sub(2) };
         let min = config::suspicion_timeout(mult, n_alive, self.cfg.probe_interval);
@@ -1240,13 +1275,12 @@ impl Engine {
         let deadline = start + if k < 1 { min } else { max };
         self.suspicions.insert(s.node.clone(), Suspicion { k, confirmations, start, min, max, deadline });
         tracing::info!(node = %s.node, from = %s.from, "member suspected");
-        let m = n.m.clone();
         self.emit(Event::Suspect(m));
         self.queue(&s.node.clone(), wire::encode_message(&Message::Suspect(s)));
     }
 
     async fn dead(&mut self, d: Accusation) {
-        let Some(n) = self.nodes.get_mut(&d.node) else { return };
+        let Some(n) = self.nodes.get(&d.node) else { return };
         if d.incarnation < n.m.incarnation || matches!(n.m.state, MemberState::Dead | MemberState::Left) {
             return;
         }
@@ -1254,10 +1288,14 @@ impl Engine {
             self.refute(d.incarnation).await;
             return;
         }
-        n.m.incarnation = d.incarnation;
-        n.m.state = if d.node == d.from { MemberState::Left } else { MemberState::Dead };
-        n.since = Instant::now();
-        let m = n.m.clone();
+        let Some(m) = self.nodes.update(&d.node, |m, since| {
+            m.incarnation = d.incarnation;
+            m.state = if d.node == d.from { MemberState::Left } else { MemberState::Dead };
+            *since = Instant::now();
+            m.clone()
+        }) else {
+            return;
+        };
         self.suspicions.remove(&d.node);
         self.queue(&d.node.clone(), wire::encode_message(&Message::Dead(d)));
         self.tables.owner_gone(&m.name, Instant::now());
@@ -1318,14 +1356,14 @@ impl Engine {
                 }));
                 self.tcp_pings.push((seq, t.addr, ping, sent + self.cfg.probe_interval));
             }
-            let mut helpers: Vec<SocketAddr> = self
+            let helpers: Vec<SocketAddr> = self
                 .nodes
-                .values()
-                .filter(|n| n.m.name != target && n.m.name != self.cfg.name && n.m.state == MemberState::Alive)
+                .sample(self.cfg.indirect_checks, |n| {
+                    n.m.name != target && n.m.name != self.cfg.name && n.m.state == MemberState::Alive
+                })
+                .into_iter()
                 .map(|n| n.m.addr)
                 .collect();
-            helpers.shuffle(&mut rand::rng());
-            helpers.truncate(self.cfg.indirect_checks);
             if let Some(p) = self.probe.as_mut() {
                 p.indirect_at = None;
             }
@@ -1366,9 +1404,7 @@ impl Engine {
                 return self.probe_next().await;
             }
             // Suspect it, or confirm a suspicion others raised (Lifeguard).
-            if let Some(n) =
-                self.nodes.get(&p.target).filter(|n| matches!(n.m.state, MemberState::Alive | MemberState::Suspect))
-            {
+            if let Some(n) = self.nodes.get(&p.target).filter(|n| n.live()) {
                 let inc = n.m.incarnation;
                 let from = self.cfg.name.clone();
                 self.suspect(Accusation { incarnation: inc, node: p.target, from }).await;
@@ -1380,13 +1416,15 @@ impl Engine {
     /// Pings the next member in the (shuffled, round-robin) probe order.
     async fn probe_next(&mut self) {
         if self.probe_order.is_empty() {
-            let mut names: Vec<String> = self.nodes.keys().filter(|n| **n != self.cfg.name).cloned().collect();
-            names.shuffle(&mut rand::rng());
-            self.probe_order = names;
+            let mut order: Vec<usize> = (0..self.nodes.len())
+                .filter(|i| self.nodes.at(*i).is_some_and(|n| n.m.name != self.cfg.name))
+                .collect();
+            order.shuffle(&mut rand::rng());
+            self.probe_order = order;
         }
-        while let Some(name) = self.probe_order.pop() {
-            let Some(n) = self.nodes.get(&name) else { continue };
-            if !matches!(n.m.state, MemberState::Alive | MemberState::Suspect) {
+        while let Some(i) = self.probe_order.pop() {
+            let Some(n) = self.nodes.at(i) else { continue };
+            if !n.live() || n.m.name == self.cfg.name {
                 continue;
             }
             let (addr, target) = (n.m.addr, n.m.name.clone());
@@ -1417,20 +1455,20 @@ impl Engine {
 
     fn random_peers(&self, n: usize, with_dead: bool) -> Vec<SocketAddr> {
         let now = Instant::now();
-        let mut v: Vec<SocketAddr> = self
-            .nodes
-            .values()
-            .filter(|x| x.m.name != self.cfg.name)
-            .filter(|x| match x.m.state {
-                MemberState::Alive | MemberState::Suspect => true,
-                MemberState::Dead => with_dead && now.duration_since(x.since) < self.cfg.gossip_to_the_dead_time,
-                MemberState::Left => false,
+        self.nodes
+            .sample(n, |x| {
+                x.m.name != self.cfg.name
+                    && match x.m.state {
+                        MemberState::Alive | MemberState::Suspect => true,
+                        MemberState::Dead => {
+                            with_dead && now.duration_since(x.since) < self.cfg.gossip_to_the_dead_time
+                        }
+                        MemberState::Left => false,
+                    }
             })
+            .into_iter()
             .map(|x| x.m.addr)
-            .collect();
-        v.shuffle(&mut rand::rng());
-        v.truncate(n);
-        v
+            .collect()
     }
 
     async fn gossip(&mut self) {
@@ -1459,7 +1497,7 @@ impl Engine {
                 .iter()
                 .filter(|n| **n != self.cfg.name)
                 .filter_map(|n| self.nodes.get(n))
-                .filter(|n| matches!(n.m.state, MemberState::Alive | MemberState::Suspect))
+                .filter(|n| n.live())
                 .map(|n| n.m.addr)
                 .collect();
             peers.shuffle(&mut rand::rng());
@@ -1494,9 +1532,7 @@ impl Engine {
         self.leaving = true;
         let name = self.cfg.name.clone();
         let d = Accusation { incarnation: self.incarnation, node: name.clone(), from: name.clone() };
-        if let Some(n) = self.nodes.get_mut(&name) {
-            n.m.state = MemberState::Left;
-        }
+        self.nodes.update(&name, |m, _| m.state = MemberState::Left);
         let msg = wire::encode_message(&Message::Dead(d));
         // serf tells a leave from a failure by its own "leave intent" user
         // message (serf type 0: {LTime, Node}); send it first, as serf does.
