@@ -104,6 +104,8 @@ enum Cmd {
     Quiet,
     /// Full table syncs with this many random members.
     SyncRandom(usize),
+    /// A full table sync with this member.
+    SyncWith(String),
     /// A fallback ping over TCP was acked (probe sequence number).
     TcpAck(u32),
 }
@@ -148,7 +150,7 @@ impl Handle {
         let mut ok = 0;
         let mut last = String::new();
         for s in seeds {
-            match self.push_pull(*s, true).await {
+            match self.push_pull(*s, true, None).await {
                 Ok(()) => ok += 1,
                 Err(e) => last = format!("{s}: {e}"),
             }
@@ -279,25 +281,53 @@ impl Handle {
         let _ = self.cmd.send(Cmd::Stop).await;
     }
 
-    async fn push_pull(&self, to: SocketAddr, join: bool) -> Result<(), GossipError> {
+    /// memberlist's push-pull: full member states both ways. With
+    /// `tables` (the peer's name; the peer keeps tables too), the user
+    /// states carry both sides' table digests (the entries of the scopes
+    /// they share), and only a mismatch costs a full table sync: at rest,
+    /// anti-entropy is one stream with a few bytes of tables.
+    async fn push_pull(&self, to: SocketAddr, join: bool, tables: Option<String>) -> Result<(), GossipError> {
         let (tx, rx) = oneshot::channel();
         self.cmd.send(Cmd::LocalState(tx)).await.map_err(|_| GossipError::Stopped)?;
         let local = rx.await.map_err(|_| GossipError::Stopped)?;
+        let mine = match &tables {
+            Some(peer) => Some(self.table_digest(peer).await?),
+            None => None,
+        };
+        let user = mine.map(|d| digest_frame(&self.cfg.name, d)).unwrap_or_default();
         let io = async {
             let mut s = self.transport.connect(to).await?;
-            s.write_all(&open_stream(&self.keys, &self.cfg.label, wire::encode_push_pull(join, &local, b""))).await?;
+            s.write_all(&open_stream(&self.keys, &self.cfg.label, wire::encode_push_pull(join, &local, &user))).await?;
             s.flush().await?;
             match read_stream(&mut s, &self.keys, &self.stats, &self.cfg.label, false).await? {
-                StreamMsg::PushPull(n) => Ok(n),
+                StreamMsg::PushPull(n, user) => Ok((n, user)),
                 _ => Err(bad_data("answered a push-pull with something else")),
             }
         };
-        let remote = tokio::time::timeout(self.cfg.tcp_timeout, io)
+        let (remote, user) = tokio::time::timeout(self.cfg.tcp_timeout, io)
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "push-pull timed out"))??;
+        if let (Some(peer), Some(mine)) = (tables, mine) {
+            // Its digest of the same entries, in its answer's user state.
+            let cmd = match parse_digest(&user) {
+                Some((_, theirs)) if theirs == mine => None,
+                Some(_) => Some(Cmd::SyncWith(peer)),
+                None => Some(Cmd::SyncFailed(peer)),
+            };
+            if let Some(cmd) = cmd {
+                self.cmd.send(cmd).await.map_err(|_| GossipError::Stopped)?;
+            }
+        }
         let (tx, rx) = oneshot::channel();
         self.cmd.send(Cmd::Merge(remote, Some(tx))).await.map_err(|_| GossipError::Stopped)?;
         rx.await.map_err(|_| GossipError::Stopped)?
+    }
+
+    /// The digest of this member's entries for the scopes it shares with `peer`.
+    async fn table_digest(&self, peer: &str) -> Result<u64, GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Cmd::TableDumpFor(peer.to_owned(), tx)).await.map_err(|_| GossipError::Stopped)?;
+        Ok(digest(&rx.await.map_err(|_| GossipError::Stopped)?))
     }
 
     /// memberlist's `sendPingAndWaitForAck`: one ping over a TCP stream,
@@ -334,9 +364,42 @@ fn bad_data(why: &str) -> GossipError {
     std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned()).into()
 }
 
+/// First byte of a table digest in a push-pull's user state: `[0xAC][u32
+/// name len][name][u64 digest]` (other user states, e.g. serf's, start
+/// with their own type).
+const DIGEST_TAG: u8 = 0xAC;
+
+/// FNV-1a (64 bits) of the entries' encoding: equal entry sets (as
+/// [`Tables::dump`] orders them) give equal digests on every member.
+fn digest(entries: &[Entry]) -> u64 {
+    tables::encode(entries).iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+}
+
+fn digest_frame(name: &str, digest: u64) -> Vec<u8> {
+    let mut f = vec![DIGEST_TAG];
+    f.extend((name.len() as u32).to_be_bytes());
+    f.extend_from_slice(name.as_bytes());
+    f.extend(digest.to_be_bytes());
+    f
+}
+
+/// A digest frame: the sender's name and digest; `None` for anything else
+/// (no user state, serf's, or a malformed frame).
+fn parse_digest(user: &[u8]) -> Option<(String, u64)> {
+    let (&DIGEST_TAG, rest) = user.split_first()? else { return None };
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    if len > 1024 || rest.len() != 4 + len + 8 {
+        tracing::debug!(bytes = user.len(), "malformed table digest in a push-pull");
+        return None;
+    }
+    let name = std::str::from_utf8(&rest[4..4 + len]).ok()?.to_owned();
+    Some((name, u64::from_be_bytes(rest[4 + len..].try_into().ok()?)))
+}
+
 /// What a stream carries.
 enum StreamMsg {
-    PushPull(Vec<PushNodeState>),
+    /// Member states and the sender's user state.
+    PushPull(Vec<PushNodeState>, Vec<u8>),
     /// A table sync: the sender's name and its entries.
     Tables(String, Vec<Entry>),
     /// A ping over TCP (memberlist's fallback when UDP probes fail).
@@ -513,7 +576,7 @@ async fn read_stream(
             return Err(wire::WireError::Unexpected(MsgType::from_byte(plain[0]).unwrap_or(MsgType::Err)).into());
         }
         match wire::decode_push_pull(&plain[1..], 100_000) {
-            Ok((_, nodes, _user)) => return Ok(StreamMsg::PushPull(nodes)),
+            Ok((_, nodes, user)) => return Ok(StreamMsg::PushPull(nodes, user)),
             Err(wire::WireError::Msgpack(crate::msgpack::DecodeError::Truncated(_)))
             | Err(wire::WireError::Compound("user state")) => continue,
             Err(e) => return Err(e.into()),
@@ -785,6 +848,7 @@ impl Engine {
                         self.queue.clear();
                     }
                     Some(Cmd::SyncRandom(n)) => self.sync_random(n),
+                    Some(Cmd::SyncWith(peer)) => self.want_sync(&peer),
                     Some(Cmd::TcpAck(seq)) => {
                         if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) {
                             p.tcp_acked = true;
@@ -804,17 +868,26 @@ impl Engine {
                     }
                     if now >= next_push_pull {
                         next_push_pull = now + config::push_pull_scale(self.cfg.push_pull_interval, self.nodes.len());
-                        // Table anti-entropy with one member sharing a scope.
-                        let mut sharing: Vec<String> = self.tables.members_of("").into_iter().filter(|n| *n != self.cfg.name && !self.unsyncable.contains(n)).collect();
-                        sharing.shuffle(&mut rand::rng());
-                        if let Some(p) = sharing.first().cloned() {
-                            self.want_sync(&p);
+                        let me = self.cfg.name.clone();
+                        let peer = self.nodes.sample(1, |x| x.live() && x.m.name != me).first().map(|x| (x.m.name.clone(), x.m.addr));
+                        let sharing = self.tables.members_of("");
+                        // Table anti-entropy rides on the push-pull (its user
+                        // state) when the peer keeps tables; otherwise (a
+                        // serf agent) it is a sync of its own with a member
+                        // that does.
+                        let tables = peer.as_ref().map(|p| &p.0).filter(|p| sharing.contains(*p) && !self.unsyncable.contains(*p)).cloned();
+                        if tables.is_none() {
+                            let mut others: Vec<String> = sharing.into_iter().filter(|n| *n != me && !self.unsyncable.contains(n)).collect();
+                            others.shuffle(&mut rand::rng());
+                            if let Some(p) = others.first().cloned() {
+                                self.want_sync(&p);
+                            }
                         }
-                        if let Some(peer) = self.random_peers(1, false).first().copied() {
+                        if let Some((_, addr)) = peer {
                             let h = handle.clone();
                             tokio::spawn(async move {
-                                if let Err(e) = h.push_pull(peer, false).await {
-                                    tracing::debug!(%peer, error = %e, "push-pull failed");
+                                if let Err(e) = h.push_pull(addr, false, tables).await {
+                                    tracing::debug!(peer = %addr, error = %e, "push-pull failed");
                                 }
                             });
                         }
@@ -1561,8 +1634,8 @@ pub fn serf_leave_intent(node: &str, ltime: u64) -> Vec<u8> {
 /// Answers an inbound stream: a push-pull (the remote sends first).
 async fn serve_stream(h: Handle, mut s: Box<dyn Stream>, from: SocketAddr) {
     let r = tokio::time::timeout(h.cfg.tcp_timeout, async {
-        let remote = match read_stream(&mut s, &h.keys, &h.stats, &h.cfg.label, true).await? {
-            StreamMsg::PushPull(n) => n,
+        let (remote, user) = match read_stream(&mut s, &h.keys, &h.stats, &h.cfg.label, true).await? {
+            StreamMsg::PushPull(n, user) => (n, user),
             StreamMsg::Ping(p) => {
                 if !p.node.is_empty() && p.node != h.cfg.name {
                     return Err(bad_data(&format!("ping over TCP for {}, but this member is {}", p.node, h.cfg.name)));
@@ -1585,7 +1658,13 @@ async fn serve_stream(h: Handle, mut s: Box<dyn Stream>, from: SocketAddr) {
         let (tx, rx) = oneshot::channel();
         h.cmd.send(Cmd::LocalState(tx)).await.map_err(|_| GossipError::Stopped)?;
         let local = rx.await.map_err(|_| GossipError::Stopped)?;
-        s.write_all(&seal_stream(&h.keys, &h.cfg.label, wire::encode_push_pull(false, &local, b""))).await?;
+        // A table digest in the user state: answer with ours (the sender
+        // starts a full table sync if they differ).
+        let answer = match parse_digest(&user) {
+            Some((peer, _)) => digest_frame(&h.cfg.name, h.table_digest(&peer).await?),
+            None => Vec::new(),
+        };
+        s.write_all(&seal_stream(&h.keys, &h.cfg.label, wire::encode_push_pull(false, &local, &answer))).await?;
         s.flush().await?;
         h.cmd.send(Cmd::Merge(remote, None)).await.map_err(|_| GossipError::Stopped)?;
         Ok::<_, GossipError>(())
@@ -1595,5 +1674,53 @@ async fn serve_stream(h: Handle, mut s: Box<dyn Stream>, from: SocketAddr) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(%from, error = %e, "stream refused"),
         Err(_) => tracing::debug!(%from, "stream timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, ltime: u64) -> Entry {
+        Entry {
+            table: "ep".into(),
+            scope: "net1".into(),
+            key: key.into(),
+            value: b"v".to_vec(),
+            owner: "n1".into(),
+            ltime,
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn digests_tell_entry_sets_apart() {
+        let a = [entry("c1", 1), entry("c2", 2)];
+        assert_eq!(digest(&a), digest(&a.clone()));
+        assert_ne!(digest(&a), digest(&[entry("c1", 1), entry("c2", 3)]), "a newer write");
+        assert_ne!(digest(&a), digest(&a[..1]), "a missing entry");
+        assert_ne!(digest(&a), digest(&[]));
+        let f = digest_frame("n1", digest(&a));
+        assert_eq!(parse_digest(&f), Some(("n1".to_owned(), digest(&a))));
+    }
+
+    #[test]
+    fn foreign_or_malformed_user_states_are_not_digests() {
+        let f = digest_frame("n1", 42);
+        assert_eq!(parse_digest(&[]), None);
+        // serf's push-pull user state starts with its own message type.
+        assert_eq!(parse_digest(&[2, 0x85, 0xa5]), None);
+        for cut in 0..f.len() {
+            assert_eq!(parse_digest(&f[..cut]), None, "truncated at {cut}");
+        }
+        let mut long = f.clone();
+        long.push(0);
+        assert_eq!(parse_digest(&long), None, "trailing bytes");
+        let mut huge = f.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(parse_digest(&huge), None, "name length beyond the frame");
+        let mut bad = digest_frame("n1", 1);
+        bad[5] = 0xff;
+        assert_eq!(parse_digest(&bad), None, "name not UTF-8");
     }
 }

@@ -103,6 +103,8 @@ struct Hub {
     slow: HashMap<SocketAddr, std::time::Duration>,
     /// Packets and bytes sent, per sender.
     sent: HashMap<SocketAddr, (u64, u64)>,
+    /// Streams opened.
+    streams: u64,
 }
 
 /// An in-memory network of members, for tests.
@@ -145,6 +147,11 @@ impl MemNetwork {
     pub fn traffic(&self) -> (u64, u64) {
         let h = self.hub.lock().unwrap_or_else(|p| p.into_inner());
         h.sent.values().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    }
+
+    /// Streams opened so far (push-pulls, table syncs, pings over TCP).
+    pub fn streams(&self) -> u64 {
+        self.hub.lock().unwrap_or_else(|p| p.into_inner()).streams
     }
 
     /// Cuts (`true`) or heals the link between two members.
@@ -218,6 +225,7 @@ impl Transport for MemTransport {
     fn connect(&self, to: SocketAddr) -> BoxFut<'_, io::Result<Box<dyn Stream>>> {
         Box::pin(async move {
             let tx = self.route(to).ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionRefused, "unreachable"))?;
+            self.hub.lock().unwrap_or_else(|p| p.into_inner()).streams += 1;
             let (a, b) = tokio::io::duplex(1 << 20);
             tx.send(Inbound::Stream(Box::new(b), self.me))
                 .await

@@ -402,3 +402,84 @@ fn label_headers_are_memberlists() {
         assert!(wire::split_label(bad).is_err(), "{bad:?}");
     }
 }
+
+/// Past 64 members the engine samples gossip targets and helpers at random
+/// offsets instead of scanning its table, and members preloaded from one
+/// shared list copy an entry only when it changes for them: a newcomer
+/// still reaches all 200, and a crash is still detected by all the others
+/// within memberlist's formula (with slack for where the crash lands).
+#[tokio::test(start_paused = true)]
+async fn two_hundred_preloaded_members_detect_a_crash_and_learn_a_newcomer() {
+    use std::sync::Arc;
+    let n = 200;
+    let net = MemNetwork::default();
+    let addr = |i: usize| SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 7946));
+    let cfg = |i: usize| Config { event_buffer: 64, ..Config::lan(&format!("n{i}"), addr(i)) };
+    let known: Vec<Arc<gossip::Member>> = (0..n)
+        .map(|i| {
+            Arc::new(gossip::Member {
+                name: format!("n{i}"),
+                addr: addr(i),
+                meta: Vec::new(),
+                incarnation: 1,
+                state: MemberState::Alive,
+                vsn: cfg(i).vsn(),
+            })
+        })
+        .collect();
+    let hs: Vec<Handle> = (0..n)
+        .map(|i| {
+            let (t, rx) = net.attach(addr(i));
+            gossip::start_with(cfg(i), t, rx, known.clone())
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // A newcomer joins through member 0.
+    let (t, rx) = net.attach(addr(n));
+    let late = gossip::start(cfg(n), t, rx);
+    late.join(&[addr(0)]).await.unwrap();
+    let took = within(Duration::from_secs(10), async || {
+        every(&hs, async |h| view(h).await.iter().any(|(m, s, _)| m == "n200" && *s == MemberState::Alive)).await
+    })
+    .await;
+    println!("the join reached all {n} after {took:?}");
+    assert_eq!(view(&late).await.len(), n + 1, "the newcomer learned every member");
+    // Member 199 crashes.
+    net.detach(addr(n - 1));
+    hs[n - 1].stop().await;
+    let base = Config::lan("x", addr(0));
+    let theory = base.probe_interval
+        + base.probe_timeout
+        + gossip::config::suspicion_timeout(base.suspicion_mult, n, base.probe_interval);
+    let took = within(theory * 3, async || all_see(&hs[..n - 1], "n199", MemberState::Dead).await).await;
+    println!("declared dead by all after {took:?} (theory {theory:?})");
+    assert!(took >= gossip::config::suspicion_timeout(base.suspicion_mult, n, base.probe_interval));
+    // Nobody else was accused.
+    for h in &hs[..3] {
+        let v = view(h).await;
+        assert_eq!(v.iter().filter(|x| x.1 != MemberState::Alive).count(), 1, "{:?}", h.name());
+    }
+}
+
+/// Anti-entropy between members that keep tables is one stream per round:
+/// the table sync rides in the push-pull's user state. An entry whose
+/// broadcasts were all lost (UDP blocked both ways) still arrives by it.
+#[tokio::test(start_paused = true)]
+async fn table_anti_entropy_rides_on_the_push_pull() {
+    let net = MemNetwork::default();
+    let hs = cluster(&net, 2).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // At rest: push-pulls only (each member one per 30 s).
+    let s0 = net.streams();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let streams = net.streams() - s0;
+    assert!((6..=10).contains(&streams), "{streams} streams in 120 s at rest: 2 members x 4 rounds expected");
+    // UDP blocked: the write's broadcasts are lost; the push-pull brings it.
+    net.block_packets(addr(0), addr(1), true);
+    hs[0].table_put("ep", "", "k", b"v".to_vec()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(keys_of(&hs[1], "").await.is_empty(), "no broadcast got through");
+    let took = within(Duration::from_secs(40), async || keys_of(&hs[1], "").await == ["k"]).await;
+    println!("the entry arrived by push-pull after {took:?}");
+    net.block_packets(addr(0), addr(1), false);
+}

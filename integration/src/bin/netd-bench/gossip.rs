@@ -1,10 +1,13 @@
 //! `cargo xtask bench gossip`, lab part: N nodes (network namespaces), our
 //! membership agent (`gossip-agent`, the gossip crate on UDP/TCP) vs Debian's
 //! `serf agent` (memberlist inside), same LAN timers, rounds A/B
-//! interleaved. Per round and system: a new member's join reaching every
-//! node, kill -9 of one member until the first suspicion anywhere and until
-//! every other node declares it failed,
-//! and each node's network bytes/s and CPU at rest. Event times come from
+//! interleaved. Per round and system: [`JOINS`] new members, one after the
+//! other, each until its join reached every node; kill -9 of [`KILLS`]
+//! members, one after the other, each until the first suspicion anywhere
+//! and until every other node declares it failed (a round reports the mean
+//! of its samples: one sample of each per round was too noisy to tell
+//! parity from a 20% difference); and each node's network bytes/s and CPU
+//! at rest over one push-pull interval. Event times come from
 //! the agents themselves: ours prints them; serf logs each membership event
 //! as it handles it, and the bench stamps those lines as they arrive.
 
@@ -133,6 +136,35 @@ fn cpu_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Members that join (one after the other) in each round.
+const JOINS: usize = 3;
+/// Members killed (one after the other) in each round.
+const KILLS: usize = 4;
+
+/// Seconds from `t0` (unix ms) until each agent logged `kind` about `who`
+/// (`limit` for those that did not within it).
+fn until_all(agents: &[&Agent], kind: &str, who: &str, t0: u128, limit: Duration) -> Vec<f64> {
+    let deadline = Instant::now() + limit;
+    let mut seen = vec![None; agents.len()];
+    while seen.iter().any(Option::is_none) && Instant::now() < deadline {
+        for (i, a) in agents.iter().enumerate() {
+            if seen[i].is_none() {
+                seen[i] = first_event(&a.log, kind, who);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    seen.iter().map(|t| t.map(|t| t.saturating_sub(t0) as f64 / 1000.0).unwrap_or(limit.as_secs_f64())).collect()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
+}
+
 #[derive(Default, Debug)]
 struct Round {
     join_mean: f64,
@@ -164,8 +196,11 @@ fn round(sys: Sys, lab: &Lab, n: usize, dir: &Path) -> Result<Round> {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
-    // At rest: bytes on each node's link and CPU of each agent.
-    let window = 10.0;
+    // At rest: bytes on each node's link and CPU of each agent, over one
+    // push-pull interval (30 s below 33 members), so that every member's
+    // full state exchange falls in it once, whatever its phase (a shorter
+    // window counted them by luck).
+    let window = 30.0;
     let b0: Vec<u64> = nodes.iter().take(n).map(net_bytes).collect();
     let c0: Vec<u64> = agents.iter().map(|a| cpu_ticks(a.child.id())).collect();
     std::thread::sleep(Duration::from_secs_f64(window));
@@ -174,56 +209,49 @@ fn round(sys: Sys, lab: &Lab, n: usize, dir: &Path) -> Result<Round> {
     let bytes = b1.iter().zip(&b0).map(|(a, b)| (a - b) as f64).sum::<f64>() / n as f64 / window;
     let tick = 100.0; // USER_HZ
     let cpu = c1.iter().zip(&c0).map(|(a, b)| (a - b) as f64).sum::<f64>() / n as f64 / tick / window * 100.0;
-    // A new member joins through member 1: time until every member knows it.
-    let t_join = now_ms();
-    let newcomer = start(sys, &nodes[n], "late", Some(nodes[1].addr), dir)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut join_t = vec![None; n];
-    while join_t.iter().any(Option::is_none) && Instant::now() < deadline {
-        for (i, a) in agents.iter().enumerate() {
-            if join_t[i].is_none() {
-                join_t[i] = first_event(&a.log, "join", "late");
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    // New members join through member 1, one after the other: time until
+    // every member (earlier newcomers included) knows each.
+    let (mut join_mean, mut join_max) = (Vec::new(), Vec::new());
+    let mut newcomers = Vec::new();
+    for k in 0..JOINS {
+        let name = format!("late{k}");
+        let t0 = now_ms();
+        let agent = start(sys, &nodes[n + k], &name, Some(nodes[1].addr), dir)?;
+        let watchers: Vec<&Agent> = agents.iter().chain(&newcomers).collect();
+        let d = until_all(&watchers, "join", &name, t0, Duration::from_secs(30));
+        join_mean.push(mean(&d));
+        join_max.push(max(&d));
+        newcomers.push(agent);
     }
-    let join_d: Vec<f64> =
-        join_t.iter().map(|t| t.map(|t| (t.saturating_sub(t_join)) as f64 / 1000.0).unwrap_or(30.0)).collect();
-    // kill -9 of the last member: time until every other member declares it failed.
-    let victim = format!("m{}", n - 1);
-    let t_kill = now_ms();
-    let mut dead = agents.pop().context("no agents")?;
-    let _ = dead.child.kill();
-    let _ = dead.child.wait();
-    let mut watchers: Vec<&Agent> = agents.iter().collect();
-    watchers.push(&newcomer);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut fail_t = vec![None; watchers.len()];
-    while fail_t.iter().any(Option::is_none) && Instant::now() < deadline {
-        for (i, a) in watchers.iter().enumerate() {
-            if fail_t[i].is_none() {
-                fail_t[i] = first_event(&a.log, "fail", &victim);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    // kill -9 of the last members, one after the other: time until the
+    // first suspicion anywhere (the prober's, in both systems) and until
+    // every other member declares the victim failed.
+    let (mut suspect_first, mut fail_mean, mut fail_max) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..KILLS {
+        let victim = format!("m{}", agents.len() - 1);
+        let t0 = now_ms();
+        let mut dead = agents.pop().context("no agents")?;
+        let _ = dead.child.kill();
+        let _ = dead.child.wait();
+        let watchers: Vec<&Agent> = agents.iter().chain(&newcomers).collect();
+        let d = until_all(&watchers, "fail", &victim, t0, Duration::from_secs(60));
+        fail_mean.push(mean(&d));
+        fail_max.push(max(&d));
+        suspect_first.push(
+            watchers
+                .iter()
+                .filter_map(|a| first_event(&a.log, "suspect", &victim))
+                .min()
+                .map(|t| t.saturating_sub(t0) as f64 / 1000.0)
+                .unwrap_or(60.0),
+        );
     }
-    let fail_d: Vec<f64> =
-        fail_t.iter().map(|t| t.map(|t| (t.saturating_sub(t_kill)) as f64 / 1000.0).unwrap_or(60.0)).collect();
-    // The first suspicion anywhere (the prober's, in both systems).
-    let suspect_first = watchers
-        .iter()
-        .filter_map(|a| first_event(&a.log, "suspect", &victim))
-        .min()
-        .map(|t| t.saturating_sub(t_kill) as f64 / 1000.0)
-        .unwrap_or(60.0);
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     Ok(Round {
-        join_mean: mean(&join_d),
-        join_max: max(&join_d),
-        suspect_first,
-        fail_mean: mean(&fail_d),
-        fail_max: max(&fail_d),
+        join_mean: mean(&join_mean),
+        join_max: mean(&join_max),
+        suspect_first: mean(&suspect_first),
+        fail_mean: mean(&fail_mean),
+        fail_max: mean(&fail_max),
         bytes,
         cpu,
     })
@@ -234,7 +262,10 @@ pub fn lab(rounds: usize, n: usize) -> Result<()> {
     if rounds < 5 {
         bail!("at least 5 rounds are needed for a median");
     }
-    let lab = Lab::new(n + 1)?;
+    if n < KILLS + 3 {
+        bail!("at least {} members are needed ({KILLS} are killed in each round)", KILLS + 3);
+    }
+    let lab = Lab::new(n + JOINS)?;
     let dir = lab.dir.join("gossip-bench");
     std::fs::create_dir_all(&dir)?;
     let mut res: BTreeMap<&str, Vec<Round>> = BTreeMap::new();
@@ -251,6 +282,7 @@ pub fn lab(rounds: usize, n: usize) -> Result<()> {
     println!("### gossip (lab): {n} members, gossip-agent (this crate) vs serf agent 0.8.2, LAN timers\n");
     println!("Command: `cargo xtask bench gossip` ({rounds} rounds A/B interleaved)  ");
     println!("{}\n", machine()?);
+    println!("{JOINS} joins and {KILLS} kills per round and system; a round's figure is the mean of its samples.\n");
     println!("| metric (median of rounds) | ours | serf | ours/serf (rounds min..max) |");
     println!("|---|---|---|---|");
     type Row = (&'static str, fn(&Round) -> f64, &'static str);

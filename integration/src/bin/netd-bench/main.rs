@@ -116,7 +116,7 @@ enum Cmd {
     /// Membership: our gossip agent vs serf agents in a lab of N nodes
     Gossip {
         /// A/B rounds (at least 5)
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 7)]
         rounds: usize,
         /// Members per cluster
         #[arg(long, default_value_t = 16)]
