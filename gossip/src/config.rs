@@ -63,6 +63,14 @@ pub struct Config {
     /// oldest. The buffers are allocated up front: the simulator, with
     /// thousands of members in one process, keeps them small.
     pub event_buffer: usize,
+    /// Every interval, a member declared dead (not left) is tried again, as
+    /// serf's reconnect does: a push-pull join with one of them at random
+    /// (with probability dead / live, so a large failure does not flood).
+    /// memberlist alone never heals a partition that outlasts the gossip to
+    /// the dead; with this, both sides refute their deaths once they meet.
+    pub reconnect_interval: Duration,
+    /// Dead members are tried for this long after they were declared dead.
+    pub reconnect_timeout: Duration,
 }
 
 impl Config {
@@ -94,6 +102,8 @@ impl Config {
             owner_grace: Duration::from_secs(60),
             tcp_pings: true,
             event_buffer: 1024,
+            reconnect_interval: Duration::from_secs(30),
+            reconnect_timeout: Duration::from_secs(24 * 3600),
         }
     }
 

@@ -745,6 +745,7 @@ impl Engine {
         // member that knows only itself uses the base interval.
         let mut next_push_pull =
             start + stagger(config::push_pull_scale(self.cfg.push_pull_interval, self.nodes.len()));
+        let mut next_reconnect = start + stagger(self.cfg.reconnect_interval);
         // Announce ourselves, as memberlist's setAlive does: after a join
         // the newcomer spreads its own alive message too.
         let me_alive = self.alive_msg();
@@ -775,8 +776,13 @@ impl Engine {
                     }
                 });
             }
-            let deadline =
-                self.next_deadline().unwrap_or(next_probe).min(next_probe).min(next_gossip).min(next_push_pull);
+            let deadline = self
+                .next_deadline()
+                .unwrap_or(next_probe)
+                .min(next_probe)
+                .min(next_gossip)
+                .min(next_push_pull)
+                .min(next_reconnect);
             tokio::select! {
                 msg = inbound.recv() => match msg {
                     Some(Inbound::Packet(data, from)) => self.packet(&data, from).await,
@@ -866,6 +872,18 @@ impl Engine {
                         self.gossip().await;
                         next_gossip = now + self.cfg.gossip_interval;
                     }
+                    if now >= next_reconnect {
+                        next_reconnect = now + self.cfg.reconnect_interval;
+                        if let Some(addr) = self.reconnect_target(now) {
+                            let h = handle.clone();
+                            tokio::spawn(async move {
+                                match h.push_pull(addr, true, None).await {
+                                    Ok(()) => tracing::info!(peer = %addr, "reached a member declared dead"),
+                                    Err(e) => tracing::debug!(peer = %addr, error = %e, "reconnect failed"),
+                                }
+                            });
+                        }
+                    }
                     if now >= next_push_pull {
                         next_push_pull = now + config::push_pull_scale(self.cfg.push_pull_interval, self.nodes.len());
                         let me = self.cfg.name.clone();
@@ -895,6 +913,18 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// serf's reconnect: with probability dead / live, one member declared
+    /// dead (within the reconnect timeout) at random.
+    fn reconnect_target(&self, now: Instant) -> Option<SocketAddr> {
+        let dead = self.nodes.dead_count();
+        if dead == 0 || rand::random::<f64>() > dead as f64 / self.nodes.live_count().max(1) as f64 {
+            return None;
+        }
+        let within = self.cfg.reconnect_timeout;
+        let pick = self.nodes.sample(1, |n| n.m.state == MemberState::Dead && now.duration_since(n.since) < within);
+        pick.first().map(|n| n.m.addr)
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -1010,16 +1040,18 @@ impl Engine {
 
     /// Sends `msg` with as many broadcasts as fit piggybacked.
     async fn send(&mut self, to: SocketAddr, msg: Vec<u8>) {
+        self.send_all(to, vec![msg]).await
+    }
+
+    /// Sends `msgs` in one packet (a compound if more than one), with as
+    /// many broadcasts as fit piggybacked.
+    async fn send_all(&mut self, to: SocketAddr, mut msgs: Vec<Vec<u8>>) {
         let label = if self.cfg.label.is_empty() { 0 } else { 2 + self.cfg.label.len() };
         let overhead = label + if self.cfg.keyring.is_some() { 4 + 29 } else { 4 };
-        let budget = self.cfg.udp_buffer_size.saturating_sub(msg.len() + overhead);
-        let mut extra = self.take_broadcasts(budget);
-        let packet = if extra.is_empty() {
-            msg
-        } else {
-            extra.insert(0, msg);
-            wire::compound(&extra)
-        };
+        let own: usize = msgs.iter().map(|m| m.len() + 2).sum();
+        let budget = self.cfg.udp_buffer_size.saturating_sub(own + overhead);
+        msgs.extend(self.take_broadcasts(budget));
+        let packet = if msgs.len() == 1 { msgs.remove(0) } else { wire::compound(&msgs) };
         self.raw_send(to, packet).await;
     }
 
@@ -1511,6 +1543,16 @@ impl Engine {
                 source_port: Some(me.addr.port()),
                 source_node: Some(me.name),
             }));
+            // memberlist's buddy system: a suspect member is told so in the
+            // probe itself, so it can refute at once rather than when the
+            // gossip reaches it (if it ever does).
+            let buddy = (n.m.state == MemberState::Suspect).then(|| {
+                wire::encode_message(&Message::Suspect(Accusation {
+                    incarnation: n.m.incarnation,
+                    node: n.m.name.clone(),
+                    from: self.cfg.name.clone(),
+                }))
+            });
             let timeout = self.cfg.probe_timeout * (self.awareness + 1);
             let now = Instant::now();
             self.probe = Some(Probe {
@@ -1521,7 +1563,7 @@ impl Engine {
                 tcp_acked: false,
                 sent: now,
             });
-            self.send(addr, ping).await;
+            self.send_all(addr, std::iter::once(ping).chain(buddy).collect()).await;
             return;
         }
     }

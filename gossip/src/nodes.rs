@@ -44,11 +44,18 @@ fn live(s: MemberState) -> bool {
     matches!(s, MemberState::Alive | MemberState::Suspect)
 }
 
+/// (live, dead) counts of one member.
+fn counts(n: &Node) -> (usize, usize) {
+    (usize::from(n.live()), usize::from(n.m.state == MemberState::Dead))
+}
+
 /// The members, sorted by (hash of the name, name).
 #[derive(Debug, Default)]
 pub(crate) struct NodeTable {
     list: Vec<Node>,
     live: usize,
+    /// Declared dead (not left).
+    dead: usize,
 }
 
 impl NodeTable {
@@ -58,8 +65,8 @@ impl NodeTable {
         // Stable: of two members with one name, the first stays first.
         list.sort_by(|a, b| (a.hash, &a.m.name).cmp(&(b.hash, &b.m.name)));
         list.dedup_by(|b, a| a.m.name == b.m.name);
-        let live = list.iter().filter(|n| n.live()).count();
-        NodeTable { list, live }
+        let (live, dead) = list.iter().map(counts).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        NodeTable { list, live, dead }
     }
 
     fn pos(&self, name: &str) -> Result<usize, usize> {
@@ -82,13 +89,11 @@ impl NodeTable {
     pub fn update<R>(&mut self, name: &str, f: impl FnOnce(&mut Member, &mut Instant) -> R) -> Option<R> {
         let i = self.pos(name).ok()?;
         let n = &mut self.list[i];
-        let was = n.live();
+        let was = counts(n);
         let r = f(Arc::make_mut(&mut n.m), &mut n.since);
-        match (was, n.live()) {
-            (true, false) => self.live -= 1,
-            (false, true) => self.live += 1,
-            _ => {}
-        }
+        let now = counts(n);
+        self.live = self.live + now.0 - was.0;
+        self.dead = self.dead + now.1 - was.1;
         Some(r)
     }
 
@@ -98,12 +103,16 @@ impl NodeTable {
         let node = Node { hash: key(&m.name), m: Arc::new(m), since: now };
         match self.pos(&node.m.name) {
             Ok(i) => {
-                self.live = self.live - usize::from(self.list[i].live()) + usize::from(node.live());
+                let (was, now) = (counts(&self.list[i]), counts(&node));
+                self.live = self.live + now.0 - was.0;
+                self.dead = self.dead + now.1 - was.1;
                 self.list[i] = node;
                 i
             }
             Err(i) => {
-                self.live += usize::from(node.live());
+                let now = counts(&node);
+                self.live += now.0;
+                self.dead += now.1;
                 self.list.insert(i, node);
                 i
             }
@@ -121,6 +130,11 @@ impl NodeTable {
     /// Alive or suspect members (self included when alive).
     pub fn live_count(&self) -> usize {
         self.live
+    }
+
+    /// Members declared dead (not those that left).
+    pub fn dead_count(&self) -> usize {
+        self.dead
     }
 
     /// Up to `k` distinct members that `keep` accepts, at random. Small
@@ -178,15 +192,15 @@ mod tests {
         // Both tables share the member until one changes it.
         assert!(Arc::ptr_eq(&a.get("n7").unwrap().m, &b.get("n7").unwrap().m));
         a.update("n7", |m, _| m.state = MemberState::Dead);
-        assert_eq!(a.live_count(), 99);
+        assert_eq!((a.live_count(), a.dead_count()), (99, 1));
         assert_eq!(b.get("n7").unwrap().m.state, MemberState::Alive, "the other table is untouched");
         a.update("n7", |m, _| m.state = MemberState::Suspect);
-        assert_eq!(a.live_count(), 100);
+        assert_eq!((a.live_count(), a.dead_count()), (100, 0));
         assert!(a.update("nobody", |_, _| ()).is_none());
         // Inserting keeps the order (and returns the position).
         let at = a.insert((*m(200, MemberState::Left)).clone(), now);
         assert_eq!(a.at(at).unwrap().m.name, "n200");
-        assert_eq!(a.live_count(), 100);
+        assert_eq!((a.live_count(), a.dead_count()), (100, 0), "left is neither");
         let order: Vec<(u64, &str)> = a.iter().map(|n| (n.hash, n.m.name.as_str())).collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
         assert!(a.iter().all(|n| a.get(&n.m.name).is_some_and(|x| Arc::ptr_eq(&x.m, &n.m))));

@@ -105,6 +105,9 @@ struct Hub {
     sent: HashMap<SocketAddr, (u64, u64)>,
     /// Streams opened.
     streams: u64,
+    /// A partition into groups: members in different groups cannot talk
+    /// (members without a group talk to everyone).
+    groups: HashMap<SocketAddr, u32>,
 }
 
 /// An in-memory network of members, for tests.
@@ -149,6 +152,18 @@ impl MemNetwork {
         h.sent.values().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     }
 
+    /// Splits the network: members in different groups cannot talk until
+    /// [`MemNetwork::heal`] (cheaper than [`MemNetwork::partition`] pair by
+    /// pair for thousands of members).
+    pub fn split(&self, groups: impl IntoIterator<Item = (SocketAddr, u32)>) {
+        self.hub.lock().unwrap_or_else(|p| p.into_inner()).groups = groups.into_iter().collect();
+    }
+
+    /// Ends a [`MemNetwork::split`].
+    pub fn heal(&self) {
+        self.hub.lock().unwrap_or_else(|p| p.into_inner()).groups.clear();
+    }
+
     /// Streams opened so far (push-pulls, table syncs, pings over TCP).
     pub fn streams(&self) -> u64 {
         self.hub.lock().unwrap_or_else(|p| p.into_inner()).streams
@@ -184,6 +199,11 @@ impl MemTransport {
     fn route(&self, to: SocketAddr) -> Option<mpsc::Sender<Inbound>> {
         let h = self.hub.lock().unwrap_or_else(|p| p.into_inner());
         if h.cut.contains(&link(self.me, to)) {
+            return None;
+        }
+        if let (Some(a), Some(b)) = (h.groups.get(&self.me), h.groups.get(&to))
+            && a != b
+        {
             return None;
         }
         h.nodes.get(&to).cloned()

@@ -483,3 +483,78 @@ async fn table_anti_entropy_rides_on_the_push_pull() {
     println!("the entry arrived by push-pull after {took:?}");
     net.block_packets(addr(0), addr(1), false);
 }
+
+/// memberlist's buddy system: a member probing a suspect puts the
+/// accusation in the probe itself, so the suspect can refute even when no
+/// gossip about it reaches it (here: once the broadcasts of the suspicion
+/// ran out of retransmissions, the probes still carry it).
+#[tokio::test(start_paused = true)]
+async fn probes_of_a_suspect_carry_the_suspicion() {
+    let net = MemNetwork::default();
+    let n0 = member(&net, 0);
+    // A raw endpoint "x" announces itself to n0, then someone accuses it.
+    let (x, mut inbox) = net.attach(addr(9));
+    let alive = wire::encode_message(&Message::Alive(wire::Alive {
+        incarnation: 1,
+        node: "x".into(),
+        addr: vec![10, 0, 0, 10],
+        port: 7946,
+        meta: None,
+        vsn: [1, 5, 2, 2, 5, 4],
+    }));
+    gossip::transport::Transport::send(&*x, addr(0), alive).await.unwrap();
+    let s = wire::encode_message(&Message::Suspect(Accusation { incarnation: 1, node: "x".into(), from: "m".into() }));
+    gossip::transport::Transport::send(&*x, addr(0), s).await.unwrap();
+    within(Duration::from_secs(1), async || view(&n0).await.iter().any(|v| v.0 == "x" && v.1 == MemberState::Suspect))
+        .await;
+    // Let the broadcasts of the suspicion run out (4 transmissions with 2 members).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    while inbox.try_recv().is_ok() {}
+    // The suspicion lasts 4 s: the probes in the next 2 s must carry it.
+    let mut buddy = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < until {
+        if let Ok(Some(Inbound::Packet(data, _))) = tokio::time::timeout(Duration::from_millis(100), inbox.recv()).await
+        {
+            let msgs: Vec<Message> =
+                wire::unwrap_packet(&data).unwrap().iter().map(|m| wire::decode_message(m).unwrap()).collect();
+            let ping = msgs.iter().any(|m| matches!(m, Message::Ping(p) if p.node == "x"));
+            let suspect = msgs.iter().any(|m| matches!(m, Message::Suspect(s) if s.node == "x" && s.from == "n0"));
+            if ping {
+                assert!(suspect, "a probe of a suspect without the accusation: {msgs:?}");
+                buddy += 1;
+            }
+        }
+    }
+    assert!(buddy >= 1, "no probe of the suspect within 2 s");
+}
+
+/// A partition that outlasts the gossip to the dead (30 s) heals too: each
+/// side retries the members it declared dead (serf's reconnect, every
+/// 30 s), and both refute their deaths when they meet. memberlist alone
+/// would stay split.
+#[tokio::test(start_paused = true)]
+async fn a_long_partition_heals_by_reconnecting() {
+    let net = MemNetwork::default();
+    let hs = cluster(&net, 4).await;
+    for i in 0..2 {
+        for j in 2..4 {
+            net.partition(addr(i), addr(j), true);
+        }
+    }
+    within(Duration::from_secs(60), async || {
+        all_see(&hs[..2], "n3", MemberState::Dead).await && all_see(&hs[2..], "n0", MemberState::Dead).await
+    })
+    .await;
+    // Well past the gossip to the dead.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    for i in 0..2 {
+        for j in 2..4 {
+            net.partition(addr(i), addr(j), false);
+        }
+    }
+    let took = within(Duration::from_secs(120), async || all_alive(&hs, 4).await).await;
+    println!("healed {took:?} after the partition ended");
+    let (m, _) = hs[0].members().await.unwrap();
+    assert!(m.iter().filter(|m| m.name == "n0" || m.name == "n3").all(|m| m.incarnation > 1), "deaths refuted: {m:?}");
+}

@@ -3,10 +3,13 @@
 //! it measures: dissemination (a new member's join reaching every member),
 //! failure detection (a crashed member declared dead by every other), both
 //! against memberlist's formulas, and packets/bytes per member per second;
-//! then, at the smallest N, false positives over a long run with one member
-//! slowed down as a saturated CPU would. Prints a Markdown report.
+//! a partition into two halves and its healing (up to `--partition-max`
+//! members: each half suspects the other whole, O(N²) suspicions); then, at
+//! the smallest N, false positives over a long run with one member slowed
+//! down as a saturated CPU would. Prints a Markdown report.
 //!
 //! Usage: gossip-sim [--nodes 100,1000,10000] [--loss 0.01] [--delay-ms 1] [--fp-minutes 10]
+//!        [--partition-max 100] [--partition-s 90]
 //!
 //! Every member holds the whole member list, so memory still grows with N²,
 //! but slowly: the members share one list of `Arc`s and copy only the
@@ -89,7 +92,46 @@ fn stats(v: &mut [f64]) -> (f64, f64, usize) {
     (mean, p99, v.len() - done.len())
 }
 
-async fn run_n(n: usize, loss: f64, delay: Duration) {
+/// The `live` members split in two halves (even and odd) for `secs`
+/// seconds, long enough for each side to declare the other dead and to stop
+/// gossiping to it, then the network heals: virtual seconds until each
+/// member's view has every member of the other half alive again (views
+/// polled every 500 ms: events would be lost to the small event buffers
+/// in the burst of a heal).
+async fn partition(c: &Cluster, newcomer: &Handle, live: &[usize], secs: u64) -> Vec<f64> {
+    let side = |i: usize| (i % 2) as u32;
+    c.net.split(live.iter().map(|&i| (addr(i), side(i))));
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let handle = |i: usize| if i < c.hs.len() { &c.hs[i] } else { newcomer };
+    let mut is_live = vec![false; c.hs.len() + 1];
+    for &i in live {
+        is_live[i] = true;
+    }
+    c.net.heal();
+    let start = Instant::now();
+    let mut out = vec![None; live.len()];
+    while out.iter().any(Option::is_none) && start.elapsed() < Duration::from_secs(600) {
+        for (k, &i) in live.iter().enumerate() {
+            if out[k].is_some() {
+                continue;
+            }
+            let Ok((view, _)) = handle(i).members().await else { continue };
+            let back = view
+                .iter()
+                .filter(|m| m.state == MemberState::Alive)
+                .filter_map(|m| m.name.strip_prefix('n').and_then(|x| x.parse::<usize>().ok()))
+                .filter(|&j| side(j) != side(i) && is_live.get(j) == Some(&true))
+                .count();
+            if back == live.iter().filter(|&&j| side(j) != side(i)).count() {
+                out[k] = Some(start.elapsed().as_secs_f64());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    out.into_iter().map(|t| t.unwrap_or(f64::INFINITY)).collect()
+}
+
+async fn run_n(n: usize, loss: f64, delay: Duration, partition_max: usize, partition_s: u64) {
     let c = build(n, loss, delay).await;
     let base = Config::lan("x", addr(0));
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -123,7 +165,8 @@ async fn run_n(n: usize, loss: f64, delay: Duration) {
     // time, so five were too few to settle a 10% margin); the members left
     // must each declare the crashed one dead.
     let mut det = Vec::new();
-    for k in 1..=10.min(n / 4) {
+    let crashed = 10.min(n / 4);
+    for k in 1..=crashed {
         let v = n - k;
         let victim = format!("n{v}");
         let rxs: Vec<_> = c.hs.iter().take(v).map(Handle::subscribe).collect();
@@ -138,8 +181,15 @@ async fn run_n(n: usize, loss: f64, delay: Duration) {
         + base.probe_timeout.as_secs_f64()
         + gossip::config::suspicion_timeout(base.suspicion_mult, n, base.probe_interval).as_secs_f64();
     let (tm, tp, tmiss) = stats(&mut det);
+    let heal = if n <= partition_max {
+        let live: Vec<usize> = (0..n - crashed).chain([n]).collect();
+        let (hm, hp, hmiss) = stats(&mut partition(&c, &newcomer, &live, partition_s).await);
+        format!("{hm:.1} s / {hp:.1} s{}", if hmiss > 0 { format!(", {hmiss} never") } else { String::new() })
+    } else {
+        "not run".into()
+    };
     println!(
-        "| {n} | {:.2} s / {:.2} s (theory {:.2} s): {:.2}x / {:.2}x{} | {:.2} s / {:.2} s (theory {:.2} s): {:.2}x / {:.2}x{} | {pps:.1} | {bps:.0} |",
+        "| {n} | {:.2} s / {:.2} s (theory {:.2} s): {:.2}x / {:.2}x{} | {:.2} s / {:.2} s (theory {:.2} s): {:.2}x / {:.2}x{} | {pps:.1} | {bps:.0} | {heal} |",
         dm,
         dp,
         dis_theory,
@@ -193,16 +243,20 @@ fn main() {
     let loss: f64 = arg("--loss").and_then(|s| s.parse().ok()).unwrap_or(0.01);
     let delay = Duration::from_millis(arg("--delay-ms").and_then(|s| s.parse().ok()).unwrap_or(1));
     let minutes: u64 = arg("--fp-minutes").and_then(|s| s.parse().ok()).unwrap_or(10);
+    // Every member of each half suspects every member of the other: a
+    // partition costs O(N²) suspicions, so it runs up to this N.
+    let partition_max: usize = arg("--partition-max").and_then(|s| s.parse().ok()).unwrap_or(100);
+    let partition_s: u64 = arg("--partition-s").and_then(|s| s.parse().ok()).unwrap_or(90);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("runtime");
     let wall = std::time::Instant::now();
     println!("### gossip simulator (virtual time; loss {:.1}%, one-way delay {delay:?}, LAN timers)\n", loss * 100.0);
     println!(
-        "| N | dissemination mean / p99 vs theory | detection mean / p99 vs theory | packets/member/s | bytes/member/s |"
+        "| N | dissemination mean / p99 vs theory | detection mean / p99 vs theory | packets/member/s | bytes/member/s | heal after a {partition_s} s split: mean / p99 |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     rt.block_on(async {
         for n in &nodes {
-            run_n(*n, loss, delay).await;
+            run_n(*n, loss, delay, partition_max, partition_s).await;
         }
         if minutes > 0
             && let Some(n) = nodes.first()
