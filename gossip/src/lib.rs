@@ -16,7 +16,9 @@ pub mod transport;
 pub mod wire;
 
 pub use config::Config;
-pub use memberlist::{Event, GossipError, Handle, Member, MemberState, SecurityStats, start, start_with};
+pub use memberlist::{
+    Event, GossipError, Handle, Member, MemberState, SecurityStats, start, start_preloaded, start_with,
+};
 pub use security::{Keyring, SecurityError};
 pub use tables::{Entry, TableEvent};
 pub use transport::{MemNetwork, NetTransport};

@@ -55,6 +55,20 @@ pub struct Member {
     pub vsn: [u8; 6],
 }
 
+impl Member {
+    /// The member a configuration describes, alive at incarnation 1.
+    pub fn of(cfg: &Config) -> Member {
+        Member {
+            name: cfg.name.clone(),
+            addr: cfg.advertise,
+            meta: cfg.meta.clone(),
+            incarnation: 1,
+            state: MemberState::Alive,
+            vsn: cfg.vsn(),
+        }
+    }
+}
+
 /// What subscribers hear about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -648,6 +662,21 @@ struct Engine {
     unsyncable: HashSet<String>,
     /// Fallback pings over TCP to run: (seq, target, ping message, deadline).
     tcp_pings: Vec<(u32, SocketAddr, Vec<u8>, Instant)>,
+    /// The last gossip round (see `Config::eager_gossip`).
+    last_eager: Option<Instant>,
+}
+
+/// Starts members on an in-memory network, each knowing all of them alive
+/// from one shared list (copied per member only where it changes): how the
+/// simulator builds large clusters without N joins.
+pub fn start_preloaded(net: &crate::MemNetwork, cfgs: Vec<Config>) -> Vec<Handle> {
+    let known: Vec<Arc<Member>> = cfgs.iter().map(|c| Arc::new(Member::of(c))).collect();
+    cfgs.into_iter()
+        .map(|c| {
+            let (t, rx) = net.attach(c.advertise);
+            start_with(c, t, rx, known.clone())
+        })
+        .collect()
 }
 
 /// Starts a member on `transport`, reading what `inbound` delivers.
@@ -670,14 +699,7 @@ pub fn start_with(
     let (events, _) = broadcast::channel(cfg.event_buffer.max(1));
     let (table_events, _) = broadcast::channel(cfg.event_buffer.max(1) * 4);
     let now = Instant::now();
-    let me = Member {
-        name: cfg.name.clone(),
-        addr: cfg.advertise,
-        meta: cfg.meta.clone(),
-        incarnation: 1,
-        state: MemberState::Alive,
-        vsn: cfg.vsn(),
-    };
+    let me = Member::of(&cfg);
     let nodes = NodeTable::new(std::iter::once(Arc::new(me)).chain(known), now);
     let engine = Engine {
         cfg: cfg.clone(),
@@ -707,6 +729,7 @@ pub fn start_with(
         sync_wanted: Vec::new(),
         unsyncable: HashSet::new(),
         tcp_pings: Vec::new(),
+        last_eager: None,
     };
     let handle = Handle { cmd: cmd_tx.clone(), events, transport, cfg, keys, stats, table_events };
     let h2 = handle.clone();
@@ -775,6 +798,9 @@ impl Engine {
                         let _ = h.cmd.send(Cmd::SyncFailed(peer)).await;
                     }
                 });
+            }
+            if self.eager_at().is_some_and(|t| t <= Instant::now()) {
+                self.gossip().await;
             }
             let deadline = self
                 .next_deadline()
@@ -915,6 +941,13 @@ impl Engine {
         }
     }
 
+    /// When pending broadcasts may be gossiped before the next tick (`None`:
+    /// nothing pending, or eager gossip off).
+    fn eager_at(&self) -> Option<Instant> {
+        (self.cfg.eager_gossip && !self.queue.is_empty())
+            .then(|| self.last_eager.map_or_else(Instant::now, |t| t + self.cfg.gossip_interval / 4))
+    }
+
     /// serf's reconnect: with probability dead / live, one member declared
     /// dead (within the reconnect timeout) at random.
     fn reconnect_target(&self, now: Instant) -> Option<SocketAddr> {
@@ -931,7 +964,7 @@ impl Engine {
         let s = self.suspicions.values().map(|s| s.deadline).min();
         let r = self.relays.values().map(|r| r.deadline).chain(self.nack_watch.values().map(|w| w.2)).min();
         let p = self.probe.as_ref().and_then(|p| if p.acked { None } else { p.indirect_at });
-        [s, r, p, self.tables.next_reap()].into_iter().flatten().min()
+        [s, r, p, self.tables.next_reap(), self.eager_at()].into_iter().flatten().min()
     }
 
     /// Queues a changed entry for its scope and reports it.
@@ -1587,6 +1620,7 @@ impl Engine {
     }
 
     async fn gossip(&mut self) {
+        self.last_eager = Some(Instant::now());
         self.gossip_tables().await;
         if self.queue.is_empty() {
             return;

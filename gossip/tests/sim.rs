@@ -410,29 +410,11 @@ fn label_headers_are_memberlists() {
 /// within memberlist's formula (with slack for where the crash lands).
 #[tokio::test(start_paused = true)]
 async fn two_hundred_preloaded_members_detect_a_crash_and_learn_a_newcomer() {
-    use std::sync::Arc;
     let n = 200;
     let net = MemNetwork::default();
     let addr = |i: usize| SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 7946));
     let cfg = |i: usize| Config { event_buffer: 64, ..Config::lan(&format!("n{i}"), addr(i)) };
-    let known: Vec<Arc<gossip::Member>> = (0..n)
-        .map(|i| {
-            Arc::new(gossip::Member {
-                name: format!("n{i}"),
-                addr: addr(i),
-                meta: Vec::new(),
-                incarnation: 1,
-                state: MemberState::Alive,
-                vsn: cfg(i).vsn(),
-            })
-        })
-        .collect();
-    let hs: Vec<Handle> = (0..n)
-        .map(|i| {
-            let (t, rx) = net.attach(addr(i));
-            gossip::start_with(cfg(i), t, rx, known.clone())
-        })
-        .collect();
+    let hs = gossip::start_preloaded(&net, (0..n).map(cfg).collect());
     tokio::time::sleep(Duration::from_secs(5)).await;
     // A newcomer joins through member 0.
     let (t, rx) = net.attach(addr(n));
@@ -557,4 +539,34 @@ async fn a_long_partition_heals_by_reconnecting() {
     println!("healed {took:?} after the partition ended");
     let (m, _) = hs[0].members().await.unwrap();
     assert!(m.iter().filter(|m| m.name == "n0" || m.name == "n3").all(|m| m.incarnation > 1), "deaths refuted: {m:?}");
+}
+
+/// Time until a newcomer's join reached all of 100 preloaded members.
+async fn join_spread(eager: bool) -> Duration {
+    let n = 100;
+    let net = MemNetwork::default();
+    let addr = |i: usize| SocketAddr::from(([10, 2, (i >> 8) as u8, i as u8], 7946));
+    let cfg = |i: usize| Config { event_buffer: 64, eager_gossip: eager, ..Config::lan(&format!("n{i}"), addr(i)) };
+    let hs = gossip::start_preloaded(&net, (0..n).map(cfg).collect());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (t, rx) = net.attach(addr(n));
+    let late = gossip::start(cfg(n), t, rx);
+    late.join(&[addr(0)]).await.unwrap();
+    within(Duration::from_secs(10), async || {
+        every(&hs, async |h| view(h).await.iter().any(|(m, s, _)| m == "n100" && *s == MemberState::Alive)).await
+    })
+    .await
+}
+
+/// With eager gossip, news does not wait for the next gossip tick (200 ms,
+/// half of it on average per hop): a join reaches 100 members in about one
+/// polling step of this test, where memberlist's behaviour takes several
+/// ticks.
+#[tokio::test(start_paused = true)]
+async fn eager_gossip_spreads_news_without_waiting_for_ticks() {
+    let eager = join_spread(true).await;
+    let ticks = join_spread(false).await;
+    println!("a join reached 100 members in {eager:?} eagerly, {ticks:?} on gossip ticks");
+    assert!(eager < Duration::from_millis(200), "{eager:?}");
+    assert!(eager < ticks, "{eager:?} vs {ticks:?}");
 }

@@ -17,10 +17,9 @@
 //! and the probe order), ~3.5 GB at N = 10,000 (`--nodes 10000`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use gossip::{Config, Event, Handle, MemNetwork, Member, MemberState};
+use gossip::{Config, Event, Handle, MemNetwork, MemberState};
 use tokio::time::Instant;
 
 fn addr(i: usize) -> SocketAddr {
@@ -42,24 +41,7 @@ async fn build(n: usize, loss: f64, delay: Duration) -> Cluster {
     net.conditions(loss, delay);
     // One shared list: each member's table refers to these until a member
     // changes for it (copy on write), so memory grows with N plus changes.
-    let known: Vec<Arc<Member>> = (0..n)
-        .map(|i| {
-            Arc::new(Member {
-                name: format!("n{i}"),
-                addr: addr(i),
-                meta: Vec::new(),
-                incarnation: 1,
-                state: MemberState::Alive,
-                vsn: cfg(i).vsn(),
-            })
-        })
-        .collect();
-    let hs = (0..n)
-        .map(|i| {
-            let (t, rx) = net.attach(addr(i));
-            gossip::start_with(cfg(i), t, rx, known.clone())
-        })
-        .collect();
+    let hs = gossip::start_preloaded(&net, (0..n).map(cfg).collect());
     Cluster { net, hs }
 }
 
