@@ -942,9 +942,9 @@ impl Engine {
     }
 
     /// When pending broadcasts may be gossiped before the next tick (`None`:
-    /// nothing pending, or eager gossip off).
+    /// nothing pending, nobody to tell, or eager gossip off).
     fn eager_at(&self) -> Option<Instant> {
-        (self.cfg.eager_gossip && !self.queue.is_empty())
+        (self.cfg.eager_gossip && !self.queue.is_empty() && self.nodes.live_count() > 1)
             .then(|| self.last_eager.map_or_else(Instant::now, |t| t + self.cfg.gossip_interval / 4))
     }
 
